@@ -1,0 +1,15 @@
+"""Fine-tune a BERT-family encoder for text classification with Keras 3 on TensorFlow.
+
+The stages of one run, each in the module named for it:
+flags -> data (Hugging Face dataset, labels) -> tokenize -> pipeline (tf.data) ->
+checkpoint (which weights) -> model (keras-hub BertBackbone + head) -> optimization ->
+distribute -> callbacks (F1) -> train -> export (SavedModel with in-graph tokenizer).
+"""
+
+__version__ = "0.1.0"
+
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines, CPU feature lists) buries the
+# run's own output; a user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

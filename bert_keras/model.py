@@ -1,0 +1,62 @@
+"""Stage 5: pretrained keras-hub `BertBackbone` + pooling + dropout + dense = logits.
+
+>>> backbone = load_backbone(ckpt, dropout=0.1)
+>>> model = build_classifier(backbone, num_labels=6, pooling="cls", dropout=0.1)
+>>> model(next(iter(train))[0]).shape
+TensorShape([32, 6])
+"""
+
+import keras
+import keras_hub
+
+from bert_keras.checkpoint import Checkpoint
+from bert_keras.errors import UsageError
+
+INPUTS = ("token_ids", "segment_ids", "padding_mask")
+
+
+def load_backbone(ckpt: Checkpoint, dropout: float) -> keras_hub.models.BertBackbone:
+    """keras-hub converts a Hugging Face folder (or `hf://` id) itself, offline for folders."""
+    try:
+        return keras_hub.models.BertBackbone.from_preset(ckpt.source, dropout=dropout)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"cannot load BERT weights from --model={ckpt.source} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+        ) from None
+
+
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the hidden states of real (unpadded) tokens."""
+
+    def call(self, sequence, padding_mask):
+        mask = keras.ops.cast(padding_mask, sequence.dtype)[:, :, None]
+        total = keras.ops.sum(sequence * mask, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+
+
+def build_classifier(
+    backbone: keras_hub.models.BertBackbone, num_labels: int, pooling: str, dropout: float
+) -> keras.Model:
+    # === Inputs ===
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in INPUTS}
+
+    # === Encoder and pooling ===
+    outputs = backbone(inputs)
+    if pooling == "cls":
+        pooled = outputs["sequence_output"][:, 0, :]
+    elif pooling == "pooler":
+        pooled = outputs["pooled_output"]
+    else:
+        pooled = MaskedMeanPooling(name="mean_pooling")(
+            outputs["sequence_output"], inputs["padding_mask"]
+        )
+
+    # === Head ===
+    pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    initializer = keras.initializers.TruncatedNormal(stddev=0.02)
+    # float32 logits, whatever the compute dtype, so the softmax and loss stay exact.
+    logits = keras.layers.Dense(
+        num_labels, kernel_initializer=initializer, name="logits", dtype="float32"
+    )(pooled)
+    return keras.Model(inputs, logits, name="bert_classifier")

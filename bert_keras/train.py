@@ -1,0 +1,252 @@
+"""Fine-tune a BERT for text classification: the story of one run.
+
+    python -m bert_keras.train --flagfile=configs/emotion.flags
+
+Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> fit with
+validation F1 each epoch -> test on the best checkpoint -> SavedModel -> metrics.json.
+"""
+
+import contextlib
+import platform
+import resource
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import keras
+from absl import app, logging
+
+from bert_keras import (
+    checkpoint,
+    data,
+    distribute,
+    export,
+    metrics,
+    model,
+    optimization,
+    pipeline,
+    rundir,
+    tokenize,
+)
+from bert_keras.errors import UsageError
+from bert_keras.flags import FLAGS
+
+LIBRARIES = (
+    "tensorflow",
+    "keras",
+    "keras-hub",
+    "tensorflow-text",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "scikit-learn",
+    "numpy",
+    "absl-py",
+)
+
+
+def run() -> dict:
+    started = time.time()
+    f = FLAGS
+
+    # === Checks: every input a user can get wrong, before any work or any file ===
+    strategy = distribute.make_strategy(f.strategy, f.num_cpu_devices, f.batch_size)
+    dataset_name = "emotion" if f.dataset == "emotion" else Path(f.dataset.rstrip("/")).name
+    output_dir = Path(f.output_dir or f"runs/{dataset_name}")
+    rundir.check(output_dir, f.overwrite)
+    ckpt = checkpoint.resolve(f.model, f.max_seq_length)
+    labeled = data.load(
+        f.dataset, f.text_column, f.label_column, f.max_train_examples, f.max_eval_examples
+    )
+    label_names = labeled.label_names
+
+    keras.utils.set_random_seed(f.seed)
+    if f.pooling != "pooler":
+        # The backbone's pooler is then unused; Keras warns that it gets no gradient.
+        warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
+
+    # === Tokens (cached by datasets: a second run skips this) ===
+    tokenizer = tokenize.load_tokenizer(ckpt)
+    vocab = tokenize.vocab_of(tokenizer)
+    tokens = tokenize.tokenize(labeled.splits, tokenizer, f.max_seq_length)
+
+    # === Run directory ===
+    rundir.create(output_dir)
+    rundir.write_text(output_dir / rundir.MARKER, flagfile())
+    rundir.write_text(output_dir / "labels.txt", "\n".join(label_names) + "\n")
+
+    # === tf.data ===
+    train_ds, steps_per_epoch = pipeline.train_dataset(
+        tokens["train"], f.batch_size, f.seed, f.max_seq_length
+    )
+    eval_batch = 2 * f.batch_size  # no gradients to keep: twice the batch fits
+    val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, f.max_seq_length)
+    test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, f.max_seq_length)
+    train_tokens = int(pipeline.lengths(tokens["train"]).sum())
+
+    # === Model and optimizer ===
+    with strategy.scope():
+        classifier = model.build_classifier(
+            model.load_backbone(ckpt, f.dropout), len(label_names), f.pooling, f.dropout
+        )
+        classifier.compile(
+            optimizer=optimization.adamw(
+                total_steps=steps_per_epoch * f.epochs,
+                learning_rate=f.learning_rate,
+                warmup_ratio=f.warmup_ratio,
+                weight_decay=f.weight_decay,
+                clip_norm=f.clip_norm,
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    print(
+        f"Training {ckpt.name} ({classifier.count_params():,} parameters, {f.pooling} pooling) "
+        f"on {labeled.name}: {tokens['train'].num_rows:,} train, "
+        f"{tokens['validation'].num_rows:,} validation, {tokens['test'].num_rows:,} test rows, "
+        f"{len(label_names)} labels; {strategy.num_replicas_in_sync} replica(s), "
+        f"{steps_per_epoch} steps/epoch."
+    )
+
+    # === Train: validation F1 first in the list, so the callbacks after it see it ===
+    best_weights = output_dir / "checkpoints" / "best.weights.h5"
+    best_weights.parent.mkdir()
+    timer = EpochTimer()
+    f1 = metrics.F1Callback(val_ds, val_labels, label_names)
+    callbacks = [
+        timer,
+        f1,
+        keras.callbacks.ModelCheckpoint(
+            str(best_weights),
+            monitor="val_micro_f1",
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.CSVLogger(str(output_dir / "logs" / "training.csv")),
+        keras.callbacks.TensorBoard(str(output_dir / "logs")),
+    ]
+    if f.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_micro_f1", mode="max", patience=f.early_stopping_patience
+            )
+        )
+    (output_dir / "logs").mkdir()
+    classifier.fit(
+        train_ds,
+        epochs=f.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the pipeline reshuffles, seeded
+        verbose=2 if _quiet() else 1,
+    )
+    epochs_run = len(f1.epochs)
+
+    # === Test the best checkpoint ===
+    classifier.load_weights(str(best_weights))
+    best = max(f1.epochs, key=lambda e: e["validation"]["micro_f1"])
+    test = metrics.evaluate(classifier, test_ds, test_labels, label_names)
+
+    # === Export and metrics.json (last: its presence marks the run finished) ===
+    results = {
+        "dataset": labeled.name,
+        "model": ckpt.name,
+        "label_names": label_names,
+        "best_epoch": best["epoch"],
+        "epochs": f1.epochs,
+        "test": test,
+        "speed": {
+            "training_seconds": timer.seconds,
+            "training_examples_per_second": tokens["train"].num_rows * epochs_run / timer.seconds,
+            "real_tokens_per_second": train_tokens * epochs_run / timer.seconds,
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "replicas": strategy.num_replicas_in_sync,
+        },
+        "versions": versions(),
+    }
+    export_dir = export.export(
+        classifier,
+        vocab,
+        f.max_seq_length,
+        label_names,
+        output_dir / "export",
+        f.export_name or labeled.name,
+        metadata={"model": ckpt.name, "test": test, "versions": results["versions"]},
+    )
+    results["export"] = str(export_dir)
+    results["wall_seconds"] = time.time() - started
+    rundir.write_json(output_dir / rundir.FINISHED, results)
+    print(summary(results, output_dir))
+    return results
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds spent training, without the validation that follows each epoch."""
+
+    seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._start
+
+
+def flagfile() -> str:
+    """The run's flags, one a line, as `--flagfile` reads them back."""
+    lines = [
+        flag.serialize()
+        for flag in FLAGS.get_flags_for_module("bert_keras.flags")
+        if flag.name != "overwrite"
+    ]
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def summary(results: dict, output_dir: Path) -> str:
+    test, speed = results["test"], results["speed"]
+    width = max(len(n) for n in results["label_names"]) + 2
+    rows = [
+        f"\n{results['model']} on {results['dataset']}: test split ({test['examples']} "
+        f"examples), best epoch {results['best_epoch']}",
+        f"  {'accuracy':<{width}} {test['accuracy']:.4f}",
+        f"  {'micro-F1':<{width}} {test['micro_f1']:.4f}",
+        f"  {'macro-F1':<{width}} {test['macro_f1']:.4f}",
+        *(f"  F1 {name:<{width - 3}} {v:.4f}" for name, v in test["per_class_f1"].items()),
+        f"  training {speed['training_seconds']:.0f} s, "
+        f"{speed['training_examples_per_second']:.1f} examples/s, "
+        f"{speed['real_tokens_per_second']:.0f} tokens/s, "
+        f"peak memory {speed['peak_memory_mb']:.0f} MB, wall {results['wall_seconds']:.0f} s",
+        f"  run directory {output_dir}, SavedModel {results['export']}",
+    ]
+    return "\n".join(rows)
+
+
+def _quiet() -> bool:
+    """One line per epoch instead of a progress bar when output is not a terminal (logs, CI)."""
+    return not sys.stdout.isatty()
+
+
+def main(argv):
+    # TensorFlow's INFO lines (SavedModel internals) through absl would bury the run's output.
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    try:
+        run()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

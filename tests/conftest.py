@@ -1,0 +1,136 @@
+"""Shared fixtures: a tiny randomly initialised BERT folder, small data sets, CLI runs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from bert_keras import checkpoint, data
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TINY_CONFIG = {
+    "model_type": "bert",
+    "architectures": ["BertModel"],
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
+
+
+def write_tiny_bert(folder: Path, config: dict = TINY_CONFIG, seed: int = 0) -> Path:
+    """A Hugging Face BERT folder with random weights and the embedded model's vocab."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, i = config["hidden_size"], config["intermediate_size"]
+
+    def normal(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+
+    weights = {
+        "embeddings.word_embeddings.weight": normal(config["vocab_size"], h),
+        "embeddings.position_embeddings.weight": normal(config["max_position_embeddings"], h),
+        "embeddings.token_type_embeddings.weight": normal(config["type_vocab_size"], h),
+        "pooler.dense.weight": normal(h, h),
+        "pooler.dense.bias": np.zeros(h, np.float32),
+    }
+    norms = ["embeddings.LayerNorm"]
+    for n in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{n}."
+        for dense, shape in (
+            ("attention.self.query", (h, h)),
+            ("attention.self.key", (h, h)),
+            ("attention.self.value", (h, h)),
+            ("attention.output.dense", (h, h)),
+            ("intermediate.dense", (i, h)),
+            ("output.dense", (h, i)),
+        ):
+            weights[f"{p}{dense}.weight"] = normal(*shape)
+            weights[f"{p}{dense}.bias"] = np.zeros(shape[0], np.float32)
+        norms += [f"{p}attention.output.LayerNorm", f"{p}output.LayerNorm"]
+    for norm in norms:
+        weights[f"{norm}.weight"] = np.ones(h, np.float32)
+        weights[f"{norm}.bias"] = np.zeros(h, np.float32)
+    save_file(weights, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config))
+    embedded = checkpoint.embedded_folder()
+    for name in TOKENIZER_FILES:
+        shutil.copy(embedded / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def write_split_files(folder: Path, rows: dict[str, list[dict]], suffix=".jsonl") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        with open(folder / f"{split}{suffix}", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in split_rows)
+    return folder
+
+
+def emotion_rows(split: str, n: int) -> list[dict]:
+    with open(data.EMOTION_DIR / f"{split}.jsonl") as f:
+        return [json.loads(line) for line, _ in zip(f, range(n), strict=False)]
+
+
+@pytest.fixture
+def small_emotion(tmp_path) -> Path:
+    """A 60/30/30-row copy of emotion with its labels.txt, for tests that alter it."""
+    folder = write_split_files(
+        tmp_path / "data", {s: emotion_rows(s, 60 if s == "train" else 30) for s in data.SPLITS}
+    )
+    shutil.copy(data.EMOTION_DIR / "labels.txt", folder / "labels.txt")
+    return folder
+
+
+def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"--model={tiny_bert}",
+        "--max_seq_length=64",
+        "--max_train_examples=256",
+        "--max_eval_examples=64",
+        "--batch_size=16",
+        "--epochs=2",
+        "--learning_rate=1e-3",
+        f"--output_dir={output_dir}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_bert, tmp_path_factory) -> Path:
+    """One finished CLI run of the tiny model on 256 emotion rows, dropout off."""
+    output_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, output_dir, "--dropout=0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir

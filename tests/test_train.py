@@ -1,0 +1,101 @@
+"""End to end through the CLI, on the tiny BERT and on the embedded model."""
+
+import json
+import math
+
+from conftest import run_cli, tiny_train_args
+
+METRIC_KEYS = {"accuracy", "micro_f1", "macro_f1", "per_class_f1", "loss", "examples"}
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def _metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_run_directory_is_complete(tiny_run):
+    m = _metrics(tiny_run)
+    assert (tiny_run / "labels.txt").read_text().split() == LABELS
+    assert (tiny_run / "checkpoints" / "best.weights.h5").stat().st_size > 0
+    assert (tiny_run / "logs" / "training.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert list((tiny_run / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert [e["epoch"] for e in m["epochs"]] == [1, 2]
+    for epoch in m["epochs"]:
+        assert METRIC_KEYS <= set(epoch["validation"])
+        assert epoch["validation"]["examples"] == 64
+        assert math.isfinite(epoch["train"]["loss"])
+    test = m["test"]
+    assert METRIC_KEYS <= set(test)
+    assert test["examples"] == 2000  # the whole test split, the last partial batch included
+    assert list(test["per_class_f1"]) == LABELS
+    assert abs(test["micro_f1"] - test["accuracy"]) < 1e-9  # single-label: they agree
+    # 1e-3 for 32 steps on 256 rows learns the majority classes at least.
+    assert test["accuracy"] > 0.3
+    speed = m["speed"]
+    assert speed["training_seconds"] > 0 and speed["training_examples_per_second"] > 0
+    assert speed["real_tokens_per_second"] > speed["training_examples_per_second"]
+    assert speed["peak_memory_mb"] > 100
+    assert {"tensorflow", "keras", "keras-hub", "transformers"} <= set(m["versions"])
+    export = tiny_run / "export" / "emotion" / "1"
+    assert (export / "saved_model.pb").is_file()
+    assert (export / "assets" / "labels.txt").read_text().split() == LABELS
+    assert json.loads((export / "assets" / "bert_keras.json").read_text())["max_seq_length"] == 64
+    assert m["export"] == str(export)
+
+
+def test_best_checkpoint_is_the_best_epoch(tiny_run):
+    m = _metrics(tiny_run)
+    best = max(m["epochs"], key=lambda e: e["validation"]["micro_f1"])
+    assert m["best_epoch"] == best["epoch"]
+
+
+def test_flagfile_reproduces_and_finished_run_is_not_touched(tiny_run):
+    flags = (tiny_run / "run.flags").read_text().splitlines()
+    assert "--max_train_examples=256" in flags and "--dropout=0.0" in flags
+    before = (tiny_run / "metrics.json").read_bytes()
+    result = run_cli("bert_keras.train", f"--flagfile={tiny_run / 'run.flags'}")
+    assert result.returncode == 2
+    assert "holds a finished run" in result.stderr and "--overwrite" in result.stderr
+    assert (tiny_run / "metrics.json").read_bytes() == before
+    assert sorted(p.name for p in (tiny_run / "export" / "emotion").iterdir()) == ["1"]
+
+
+def test_same_seed_same_metrics(tiny_run, tiny_bert, tmp_path):
+    again = tmp_path / "again"
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, again, "--dropout=0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = _metrics(tiny_run), _metrics(again)
+    assert [e["validation"] for e in first["epochs"]] == [e["validation"] for e in second["epochs"]]
+    assert first["test"] == second["test"]
+
+
+def test_mirrored_two_cpu_devices_matches_one_device(tiny_run, tiny_bert, tmp_path):
+    mirrored = tmp_path / "mirrored"
+    args = tiny_train_args(
+        tiny_bert, mirrored, "--dropout=0", "--strategy=mirrored", "--num_cpu_devices=2"
+    )
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    one, two = _metrics(tiny_run), _metrics(mirrored)
+    assert two["speed"]["replicas"] == 2
+    for a, b in zip(one["epochs"], two["epochs"], strict=True):
+        assert math.isfinite(b["train"]["loss"])
+        assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=1e-3)
+        assert math.isclose(a["validation"]["loss"], b["validation"]["loss"], rel_tol=1e-3)
+
+
+def test_embedded_model_for_a_few_steps(tmp_path):
+    result = run_cli(
+        "bert_keras.train",
+        "--max_train_examples=64",
+        "--max_eval_examples=32",
+        "--batch_size=16",
+        "--epochs=1",
+        f"--output_dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = _metrics(tmp_path / "run")
+    assert m["model"] == "all-MiniLM-L6-v2"
+    assert m["test"]["examples"] == 2000
+    assert "micro-F1" in result.stdout and "F1 surprise" in result.stdout
