@@ -42,11 +42,9 @@ def load(
     max_train_examples: int = 0,
     max_eval_examples: int = 0,
 ) -> LabeledData:
+    name = name_of(dataset)
     if dataset == "emotion" and not os.path.exists(dataset):
         dataset = str(EMOTION_DIR)
-        name = "emotion"
-    else:
-        name = Path(dataset.rstrip("/")).name or "dataset"
     splits, label_names = _read(dataset)
     for split in SPLITS:
         _check_columns(splits[split], split, text_column, label_column)
@@ -57,6 +55,11 @@ def load(
     splits["train"] = _subset(splits["train"], max_train_examples)
     splits["validation"] = _subset(splits["validation"], max_eval_examples)
     return LabeledData(name=name, splits=splits, label_names=label_names)
+
+
+def name_of(dataset: str) -> str:
+    """A short name for --dataset: the default run directory and export name."""
+    return Path(dataset.rstrip("/")).name or "dataset"
 
 
 def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:

@@ -6,7 +6,7 @@ length (the `group_by_length` recipe), so each batch holds texts of similar leng
 to its longest one, rounded up to a multiple of 8 to bound the number of distinct shapes
 (each new shape retraces the step). Rows are reshuffled every epoch with the run's seed.
 
->>> train, steps = train_dataset(tokens["train"], batch_size=32, seed=42)
+>>> train, steps = train_dataset(tokens["train"], batch_size=32, seed=42, epochs=4)
 >>> x, y = next(iter(train))
 >>> sorted(x)
 ['padding_mask', 'segment_ids', 'token_ids']
@@ -52,35 +52,46 @@ def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max
     return x, labels
 
 
-def train_dataset(split, batch_size: int, seed: int, max_seq_length: int):
-    """Length-grouped, seeded, reshuffled each epoch. Returns (dataset, steps per epoch)."""
-    n = split.num_rows
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list:
+    """Row indices of each batch of one epoch: a function of (seed, epoch) alone.
+
+    Not of how often the data was iterated: Keras peeks at a batch under MirroredStrategy, which
+    would shift a tf.data `reshuffle_each_iteration` order away from one device's.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
     mega = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    # Batch order shuffled too, so that long and short batches are interleaved.
+    return [batches[i] for i in rng.permutation(len(batches))]
 
-    def sort_and_batch(token_ids, segment_ids, labels):
-        order = tf.argsort(token_ids.row_lengths(), stable=True)
-        parts = (
-            tf.gather(token_ids, order),
-            tf.gather(segment_ids, order),
-            tf.gather(labels, order),
-        )
-        return tf.data.Dataset.from_tensor_slices(parts).batch(batch_size)
 
-    ds = (
-        tf.data.Dataset.from_tensor_slices(
-            (_ragged(split, "input_ids"), _ragged(split, "token_type_ids"), _labels(split))
+def train_dataset(split, batch_size: int, seed: int, max_seq_length: int, epochs: int):
+    """Length-grouped batches for `epochs` epochs in one dataset, for
+    `model.fit(..., epochs=epochs, steps_per_epoch=steps)`. Returns (dataset, steps per epoch).
+    """
+    row_lengths = lengths(split)
+    batches = [b for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+    index = tf.RaggedTensor.from_row_lengths(np.concatenate(batches), [len(b) for b in batches])
+    token_ids, segment_ids = _ragged(split, "input_ids"), _ragged(split, "token_type_ids")
+    labels = tf.constant(_labels(split))
+
+    def gather(rows):
+        return _dense(
+            tf.gather(token_ids, rows),
+            tf.gather(segment_ids, rows),
+            tf.gather(labels, rows),
+            max_seq_length,
         )
-        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        .batch(mega)
-        .flat_map(sort_and_batch)
-        # Batch order is shuffled too, so that long and short batches are interleaved.
-        .shuffle(BUCKET_BATCHES, seed=seed + 1, reshuffle_each_iteration=True)
-        .map(lambda t, s, y: _dense(t, s, y, max_seq_length), num_parallel_calls=tf.data.AUTOTUNE)
+
+    ds = tf.data.Dataset.from_tensor_slices(index).map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    steps = (n // mega) * BUCKET_BATCHES + -(-(n % mega) // batch_size)
-    # flat_map hides the length; Keras needs it for the progress bar and the epoch's end.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+    return ds.prefetch(tf.data.AUTOTUNE), len(batches) // epochs
 
 
 def eval_dataset(split, batch_size: int, max_seq_length: int):

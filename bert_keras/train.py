@@ -53,8 +53,7 @@ def run() -> dict:
 
     # === Checks: every input a user can get wrong, before any work or any file ===
     strategy = distribute.make_strategy(f.strategy, f.num_cpu_devices, f.batch_size)
-    dataset_name = "emotion" if f.dataset == "emotion" else Path(f.dataset.rstrip("/")).name
-    output_dir = Path(f.output_dir or f"runs/{dataset_name}")
+    output_dir = Path(f.output_dir or f"runs/{data.name_of(f.dataset)}")
     rundir.check(output_dir, f.overwrite)
     ckpt = checkpoint.resolve(f.model, f.max_seq_length)
     labeled = data.load(
@@ -79,7 +78,7 @@ def run() -> dict:
 
     # === tf.data ===
     train_ds, steps_per_epoch = pipeline.train_dataset(
-        tokens["train"], f.batch_size, f.seed, f.max_seq_length
+        tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs
     )
     eval_batch = 2 * f.batch_size  # no gradients to keep: twice the batch fits
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, f.max_seq_length)
@@ -138,6 +137,7 @@ def run() -> dict:
     classifier.fit(
         train_ds,
         epochs=f.epochs,
+        steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
         shuffle=False,  # the pipeline reshuffles, seeded
         verbose=2 if _quiet() else 1,

@@ -14,7 +14,12 @@ from safetensors.numpy import save_file
 from bert_keras import checkpoint, data
 
 REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 TINY_CONFIG = {
     "model_type": "bert",
     "architectures": ["BertModel"],

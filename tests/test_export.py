@@ -44,7 +44,7 @@ def test_signatures(export_dir):
     out = serve(text=tf.constant(["i feel great", "this is awful", ""]))
     assert out["probabilities"].shape == (3, 6)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
-    labels = [line.strip() for line in open(export_dir / "assets" / "labels.txt")]
+    labels = (export_dir / "assets" / "labels.txt").read_text().split("\n")
     assert [labels[i] for i in out["label_id"].numpy()] == [
         s.decode() for s in out["label"].numpy()
     ]

@@ -25,18 +25,20 @@ def _epoch(ds):
     return rows, padded / real
 
 
-def test_train_batches_cover_every_row_once_with_little_padding(tokens):
+def test_train_batches_cover_every_row_once_per_epoch_with_little_padding(tokens):
     split = tokens["train"]
-    ds, steps = pipeline.train_dataset(split, batch_size=32, seed=7, max_seq_length=128)
-    first, overhead = _epoch(ds)
+    ds, steps = pipeline.train_dataset(split, batch_size=32, seed=7, max_seq_length=128, epochs=2)
+    assert steps == 32 and sum(1 for _ in ds) == 2 * steps
+    first, overhead = _epoch(ds.take(steps))
+    second, _ = _epoch(ds.skip(steps))
     want = sorted(tuple(r["input_ids"]) + (r["label"],) for r in split)
-    assert sorted(first) == want
-    assert sum(1 for _ in ds) == steps == 32
+    assert sorted(first) == want and sorted(second) == want
     assert overhead < 1.2  # random batches: about 2.3
-    second, _ = _epoch(ds)
-    assert second != first and sorted(second) == want  # reshuffled every epoch
-    again, _ = _epoch(pipeline.train_dataset(split, 32, 7, 128)[0])
-    assert again == first  # same seed, same order
+    assert second != first  # reshuffled every epoch
+    again, _ = _epoch(pipeline.train_dataset(split, 32, 7, 128, epochs=1)[0])
+    assert again == first  # same seed, same order, however many epochs
+    other, _ = _epoch(pipeline.train_dataset(split, 32, 8, 128, epochs=1)[0])
+    assert other != first
 
 
 def test_eval_counts_every_row_once_including_last_partial_batch(tokens):

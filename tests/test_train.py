@@ -21,11 +21,11 @@ def test_run_directory_is_complete(tiny_run):
     assert list((tiny_run / "logs" / "validation").glob("events.out.tfevents.*"))
     assert [e["epoch"] for e in m["epochs"]] == [1, 2]
     for epoch in m["epochs"]:
-        assert METRIC_KEYS <= set(epoch["validation"])
+        assert set(epoch["validation"]) >= METRIC_KEYS
         assert epoch["validation"]["examples"] == 64
         assert math.isfinite(epoch["train"]["loss"])
     test = m["test"]
-    assert METRIC_KEYS <= set(test)
+    assert set(test) >= METRIC_KEYS
     assert test["examples"] == 2000  # the whole test split, the last partial batch included
     assert list(test["per_class_f1"]) == LABELS
     assert abs(test["micro_f1"] - test["accuracy"]) < 1e-9  # single-label: they agree
@@ -81,8 +81,8 @@ def test_mirrored_two_cpu_devices_matches_one_device(tiny_run, tiny_bert, tmp_pa
     assert two["speed"]["replicas"] == 2
     for a, b in zip(one["epochs"], two["epochs"], strict=True):
         assert math.isfinite(b["train"]["loss"])
-        assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=1e-3)
-        assert math.isclose(a["validation"]["loss"], b["validation"]["loss"], rel_tol=1e-3)
+        assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=1e-4)
+        assert math.isclose(a["validation"]["loss"], b["validation"]["loss"], rel_tol=1e-4)
 
 
 def test_embedded_model_for_a_few_steps(tmp_path):
