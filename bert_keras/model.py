@@ -19,10 +19,11 @@ def load_backbone(ckpt: Checkpoint, dropout: float) -> keras_hub.models.BertBack
     """keras-hub converts a Hugging Face folder (or `hf://` id) itself, offline for folders."""
     try:
         return keras_hub.models.BertBackbone.from_preset(ckpt.source, dropout=dropout)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # offline, unknown preset, missing tensors: all end the same way
         raise UsageError(
             f"cannot load BERT weights from --model={ckpt.source} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). Offline, "
+            f"use a local folder or `all-MiniLM-L6-v2`."
         ) from None
 
 

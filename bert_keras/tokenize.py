@@ -36,22 +36,25 @@ class Vocab:
 
 
 def load_tokenizer(ckpt: Checkpoint) -> transformers.PreTrainedTokenizerFast:
-    if ckpt.is_local or ckpt.source.startswith("hf://"):
-        source = ckpt.source.removeprefix("hf://")
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-        except OSError as e:
-            raise UsageError(
-                f"cannot load the tokenizer of --model={ckpt.source} ({str(e).splitlines()[0]})."
-            ) from None
-    else:
-        import keras_hub  # A keras-hub preset: its vocab, in a Hugging Face fast tokenizer.
+    try:
+        if ckpt.is_local or ckpt.source.startswith("hf://"):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                ckpt.source.removeprefix("hf://")
+            )
+        else:  # a keras-hub preset: its vocab, in a Hugging Face fast tokenizer
+            import keras_hub
 
-        hub = keras_hub.models.BertTokenizer.from_preset(ckpt.source)
-        tokenizer = transformers.BertTokenizerFast(
-            vocab={t: i for i, t in enumerate(hub.get_vocabulary())},
-            do_lower_case=hub.lowercase,
-        )
+            hub = keras_hub.models.BertTokenizer.from_preset(ckpt.source)
+            tokenizer = transformers.BertTokenizerFast(
+                vocab={t: i for i, t in enumerate(hub.get_vocabulary())},
+                do_lower_case=hub.lowercase,
+            )
+    except Exception as e:  # offline, unknown id or preset, broken files: all end the same way
+        raise UsageError(
+            f"cannot load the tokenizer of --model={ckpt.source} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Offline, use a local folder "
+            f"or `all-MiniLM-L6-v2`."
+        ) from None
     if not tokenizer.is_fast:
         raise UsageError(f"--model={ckpt.source} has no fast tokenizer; give a BERT folder.")
     return tokenizer

@@ -71,11 +71,6 @@ def run() -> dict:
     vocab = tokenize.vocab_of(tokenizer)
     tokens = tokenize.tokenize(labeled.splits, tokenizer, f.max_seq_length)
 
-    # === Run directory ===
-    rundir.create(output_dir)
-    rundir.write_text(output_dir / rundir.MARKER, flagfile())
-    rundir.write_text(output_dir / "labels.txt", "\n".join(label_names) + "\n")
-
     # === tf.data ===
     train_ds, steps_per_epoch = pipeline.train_dataset(
         tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs
@@ -108,6 +103,11 @@ def run() -> dict:
         f"{len(label_names)} labels; {strategy.num_replicas_in_sync} replica(s), "
         f"{steps_per_epoch} steps/epoch."
     )
+
+    # === Run directory (only now: everything that can fail on input has been tried) ===
+    rundir.create(output_dir)
+    rundir.write_text(output_dir / rundir.MARKER, flagfile())
+    rundir.write_text(output_dir / "labels.txt", "\n".join(label_names) + "\n")
 
     # === Train: validation F1 first in the list, so the callbacks after it see it ===
     best_weights = output_dir / "checkpoints" / "best.weights.h5"

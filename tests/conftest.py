@@ -105,9 +105,9 @@ def small_emotion(tmp_path) -> Path:
     return folder
 
 
-def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(module: str, *args: str, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in a fresh process, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,

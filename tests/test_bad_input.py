@@ -148,3 +148,18 @@ def test_unknown_flag_fails(tmp_path):
 def test_string_labels_bad_json_is_reported(run_train, small_emotion):
     (small_emotion / "train.jsonl").write_text('{"text": "ok", "label": 0}\n{not json\n')
     assert "cannot read" in run_train(f"--dataset={small_emotion}")
+
+
+def test_hub_dataset_unreachable_cli(tmp_path):
+    """A hub id that cannot be fetched (offline here) ends with one clear line."""
+    output_dir = tmp_path / "run"
+    result = run_cli(
+        "bert_keras.train",
+        "--dataset=bert-keras-tests/no-such-dataset",
+        f"--output_dir={output_dir}",
+        HF_HUB_OFFLINE="1",
+    )
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Hugging Face Hub failed" in error[0] and "local folder" in error[0]
+    assert not output_dir.exists()
