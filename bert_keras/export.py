@@ -97,7 +97,10 @@ class TextClassifier(tf.Module):
             "label": tf.gather(tf.constant(self.label_names), label_id),
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    # No autograph: there is no Python control flow to convert, and converting Keras' and TF
+    # Text's internals once failed a whole run at export (a constructor called without its
+    # arguments inside autograph).
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def serve_text(self, text):
         return self.classify(self.tokenizer(text))
 
@@ -105,7 +108,8 @@ class TextClassifier(tf.Module):
         input_signature=[
             tf.TensorSpec([None, None], tf.int32, name=name)
             for name in ("token_ids", "segment_ids", "padding_mask")
-        ]
+        ],
+        autograph=False,
     )
     def serve_token_ids(self, token_ids, segment_ids, padding_mask):
         return self.classify(
