@@ -153,6 +153,7 @@ def run() -> dict:
     results = {
         "dataset": labeled.name,
         "model": ckpt.name,
+        "parameters": classifier.count_params(),
         "label_names": label_names,
         "best_epoch": best["epoch"],
         "epochs": f1.epochs,

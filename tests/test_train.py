@@ -38,6 +38,9 @@ def test_run_directory_is_complete(tiny_run):
     assert {"tensorflow", "keras", "keras-hub", "transformers"} <= set(m["versions"])
     export = tiny_run / "export" / "emotion" / "1"
     assert (export / "saved_model.pb").is_file()
+    # float32 weights only, no optimizer state
+    weights_bytes = sum(f.stat().st_size for f in (export / "variables").iterdir())
+    assert m["parameters"] * 4 <= weights_bytes < m["parameters"] * 4 * 1.1
     assert (export / "assets" / "labels.txt").read_text().split() == LABELS
     assert json.loads((export / "assets" / "bert_keras.json").read_text())["max_seq_length"] == 64
     assert m["export"] == str(export)
