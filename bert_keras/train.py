@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import keras
-from absl import app, logging
+from absl import app, flags, logging
 
 from bert_keras import (
     checkpoint,
@@ -30,8 +30,12 @@ from bert_keras import (
     rundir,
     tokenize,
 )
+from bert_keras import flags as bert_keras_flags
 from bert_keras.errors import UsageError
 from bert_keras.flags import FLAGS
+
+# `--help` lists the trainer's flags, not only `--helpfull`.
+flags.adopt_module_key_flags(bert_keras_flags)
 
 LIBRARIES = (
     "tensorflow",
