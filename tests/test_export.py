@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
+from tensorflow.core.protobuf import saved_model_pb2
 
 from bert_keras import checkpoint, data, model, pipeline, tokenize
 
@@ -87,3 +89,22 @@ def test_export_matches_in_process_model_on_test_split(tiny_run, tiny_bert, expo
     assert got.shape == (2000, 6)
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_graph_uses_only_allowlisted_ops(export_dir):
+    """Every op in the graph and its function library is one TF Serving can run."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for graph in saved_model.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        for function in graph.graph_def.library.function:
+            ops |= {node.op for node in function.node_def}
+    allowed = {
+        line.strip()
+        for line in (Path(__file__).parent / "serving_ops.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {"FastBertNormalize", "FastWordpieceTokenizeWithOffsets"} <= ops
+    assert not any("RoundRobin" in op for op in ops)
+    assert ops <= allowed, f"ops outside tests/serving_ops.txt: {sorted(ops - allowed)}"
