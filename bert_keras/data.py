@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from bert_keras.errors import UsageError
+from bert_keras.errors import UsageError, cause
 
 SPLITS = ("train", "validation", "test")
 # File suffix -> the datasets builder that reads it, in order of preference.
@@ -82,7 +82,7 @@ def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:
     except Exception as e:  # The hub raises many types: offline, missing repo, auth.
         raise UsageError(
             f"--dataset={dataset}: no such local folder, and loading it from the Hugging Face "
-            f"Hub failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Give a local "
+            f"Hub failed ({cause(e)}). Give a local "
             f"folder, or use `emotion` offline."
         ) from None
     missing = [s for s in SPLITS if s not in splits]
@@ -114,8 +114,7 @@ def _read_folder(folder: Path) -> tuple[datasets.DatasetDict, list[str] | None]:
             )
         except Exception as e:
             raise UsageError(
-                f"cannot read {file} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                f"check that it is valid {file.suffix[1:]}."
+                f"cannot read {file} ({cause(e)}); check that it is valid {file.suffix[1:]}."
             ) from None
         if ds.num_rows == 0:
             raise UsageError(f"split `{split}` is empty: {file} has no rows. Fill it.")

@@ -7,3 +7,9 @@ class UsageError(Exception):
     `train.main` prints it as `error: <message>` and exits with status 2, before any
     run directory is created.
     """
+
+
+def cause(e: BaseException) -> str:
+    """A library's exception as a short one-line cause for a UsageError message."""
+    first_line = next(iter(str(e).splitlines()), "")
+    return f"{type(e).__name__}: {first_line[:200]}" if first_line else type(e).__name__

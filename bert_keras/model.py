@@ -10,7 +10,7 @@ import keras
 import keras_hub
 
 from bert_keras.checkpoint import Checkpoint
-from bert_keras.errors import UsageError
+from bert_keras.errors import UsageError, cause
 
 INPUTS = ("token_ids", "segment_ids", "padding_mask")
 
@@ -21,9 +21,8 @@ def load_backbone(ckpt: Checkpoint, dropout: float) -> keras_hub.models.BertBack
         return keras_hub.models.BertBackbone.from_preset(ckpt.source, dropout=dropout)
     except Exception as e:  # offline, unknown preset, missing tensors: all end the same way
         raise UsageError(
-            f"cannot load BERT weights from --model={ckpt.source} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). Offline, "
-            f"use a local folder or `all-MiniLM-L6-v2`."
+            f"cannot load BERT weights from --model={ckpt.source} ({cause(e)}). Offline, use a "
+            f"local folder or `all-MiniLM-L6-v2`."
         ) from None
 
 

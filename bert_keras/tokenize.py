@@ -16,7 +16,7 @@ import datasets
 import transformers
 
 from bert_keras.checkpoint import Checkpoint
-from bert_keras.errors import UsageError
+from bert_keras.errors import UsageError, cause
 
 
 @dataclasses.dataclass
@@ -51,9 +51,8 @@ def load_tokenizer(ckpt: Checkpoint) -> transformers.PreTrainedTokenizerFast:
             )
     except Exception as e:  # offline, unknown id or preset, broken files: all end the same way
         raise UsageError(
-            f"cannot load the tokenizer of --model={ckpt.source} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Offline, use a local folder "
-            f"or `all-MiniLM-L6-v2`."
+            f"cannot load the tokenizer of --model={ckpt.source} ({cause(e)}). Offline, use a "
+            f"local folder or `all-MiniLM-L6-v2`."
         ) from None
     if not tokenizer.is_fast:
         raise UsageError(f"--model={ckpt.source} has no fast tokenizer; give a BERT folder.")
