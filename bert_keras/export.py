@@ -21,15 +21,22 @@ tokenizer's vocab and normalisation; the graph uses only core ops and TF Text's 
 <tf.Tensor: shape=(1,), dtype=string, numpy=array([b'joy'], dtype=object)>
 """
 
+import datetime
 import json
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
+from absl import app, flags, logging
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from bert_keras import checkpoint, data, model, rundir, tokenize
+from bert_keras.errors import UsageError
 from bert_keras.tokenize import Vocab
 
 # What the Hugging Face BERT normaliser deletes: control and format characters (Unicode
@@ -82,16 +89,32 @@ class InGraphTokenizer(tf.Module):
 class TextClassifier(tf.Module):
     """The fine-tuned model with its tokenizer in front, as saved in the export."""
 
-    def __init__(self, model: keras.Model, vocab: Vocab, max_seq_length: int, label_names):
+    def __init__(self, classifier: keras.Model, vocab: Vocab, max_seq_length: int, label_names):
         super().__init__()
         # The weights alone are tracked: tracking the Keras model would save its optimizer's
-        # state too (measured for MiniLM: 265 MB instead of 90 MB).
-        self.weights = list(model.weights)
-        self._forward = lambda inputs: model(inputs, training=False)
+        # state too (measured for MiniLM: 265 MB instead of 90 MB). And the tf.Variables inside
+        # the Keras variables, not the Keras variables: those save as copies ("Variable_N") that
+        # the checkpoint restores while the graph reads the originals, so a session-based loader
+        # (TF Serving, saved_model_cli run) fails with "Could not find variable ..."
+        # (tensorflow/serving#2250, keras-team/keras#20095); tf.saved_model.load hides it.
+        self.weights = [w.value for w in classifier.weights]
+        self._forward = lambda inputs: classifier(inputs, training=False)
         self.tokenizer = InGraphTokenizer(vocab, max_seq_length)
         self.label_names = list(label_names)
+        self.pad_id = vocab.pad_id
 
     def classify(self, inputs):
+        # A batch of 0 texts has 0 columns, and the model reads column 0 ([CLS]): padding to
+        # 2 columns (a no-op for any real batch) answers it with empty outputs.
+        short = tf.maximum(2 - tf.shape(inputs["token_ids"])[1], 0)
+        inputs = {
+            name: tf.pad(
+                value,
+                [[0, 0], [0, short]],
+                constant_values=self.pad_id if name == "token_ids" else 0,
+            )
+            for name, value in inputs.items()
+        }
         logits = tf.cast(self._forward(inputs), tf.float32)
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {
@@ -120,47 +143,232 @@ class TextClassifier(tf.Module):
         )
 
 
+# === Warmup: TF Serving replays these PredictionLog records at load, before the first request ===
+
+WARMUP_TEXTS = [
+    "i feel great",
+    "",
+    "i didnt feel humiliated",
+    "i can go from feeling so hopeless to so damned hopeful just from being around someone who "
+    "cares and is awake",
+    "im grabbing a minute to post i feel greedy wrong",
+    "i am ever feeling nostalgic about the fireplace i will know that it is still on the property",
+    "i have been with petronas for years i feel that petronas has performed well and made a huge "
+    "profit " * 20,  # longer than any max_seq_length: the truncation path
+    "ive been feeling a little burdened lately wasnt sure why that was",
+]
+
+
+def warmup_records(name: str, tokenizer: InGraphTokenizer) -> list[bytes]:
+    """Batches of 1 and 8 texts for `serving_default`, and 8 rows of ids for `serve_token_ids`."""
+    requests = []
+    for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS):
+        request = predict_pb2.PredictRequest()
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+        requests.append(("serving_default", request))
+    request = predict_pb2.PredictRequest()
+    for key, value in tokenizer(tf.constant(WARMUP_TEXTS)).items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    requests.append(("serve_token_ids", request))
+    records = []
+    for signature, request in requests:
+        request.model_spec.name = name
+        request.model_spec.signature_name = signature
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        records.append(log.SerializeToString())
+    return records
+
+
+# === Writing a version ===
+
+
 def next_version(model_base: Path) -> int:
     versions = [int(p.name) for p in model_base.glob("*") if p.name.isdigit()]
     return max(versions, default=0) + 1
 
 
-def export(
-    model: keras.Model,
+def write(
+    classifier: keras.Model,
     vocab: Vocab,
     max_seq_length: int,
-    label_names,
-    export_base: Path,
-    name: str,
-    metadata: dict,
+    label_names: list[str],
+    model_base: Path,
+    info: dict,
 ) -> Path:
-    """Writes the next free version of `<export_base>/<name>` and returns its path."""
-    model_base = Path(export_base) / name
+    """Writes the next free version of `model_base` (`<base>/<name>`) and returns its path."""
     model_base.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_base)
-    tmp = model_base / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    module = TextClassifier(model, vocab, max_seq_length, label_names)
-    tf.saved_model.save(
-        module,
-        str(tmp),
-        signatures={
-            "serving_default": module.serve_text,
-            "serve_token_ids": module.serve_token_ids,
-        },
-    )
-    assets = tmp / "assets"
-    assets.mkdir(exist_ok=True)
-    (assets / "labels.txt").write_text("\n".join(label_names) + "\n")
-    (assets / "vocab.txt").write_text("\n".join(vocab.tokens) + "\n")
+    tmp = Path(tempfile.mkdtemp(dir=model_base, prefix=".tmp-"))  # not a number: servers skip it
+    try:
+        module = TextClassifier(classifier, vocab, max_seq_length, label_names)
+        tf.saved_model.save(
+            module,
+            str(tmp),
+            signatures={
+                "serving_default": module.serve_text,
+                "serve_token_ids": module.serve_token_ids,
+            },
+        )
+        assets = tmp / "assets"
+        assets.mkdir(exist_ok=True)
+        (assets / "labels.txt").write_text("\n".join(label_names) + "\n")
+        (assets / "vocab.txt").write_text("\n".join(vocab.tokens) + "\n")
+        (assets / "bert_keras.json").write_text(json.dumps(info, indent=2) + "\n")
+        extra = tmp / "assets.extra"
+        extra.mkdir()
+        with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
+            for record in warmup_records(model_base.name, module.tokenizer):
+                writer.write(record)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a server may run as another user
+        return _rename_to_next_version(tmp, model_base)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rename_to_next_version(tmp: Path, model_base: Path) -> Path:
+    """os.rename refuses a non-empty target: a version written meanwhile is never replaced."""
+    while True:
+        final = model_base / str(next_version(model_base))
+        try:
+            os.rename(tmp, final)
+            return final
+        except OSError:
+            if not final.exists():
+                raise
+
+
+# === From a run directory: the trainer's export and `python -m bert_keras.export` ===
+
+
+def from_run(
+    run_dir: Path,
+    export_base: Path | None = None,
+    model_name: str | None = None,
+    classifier: keras.Model | None = None,
+    results: dict | None = None,
+) -> Path:
+    """Exports a run's best checkpoint as the next version of `<export_base>/<model_name>`.
+
+    The trainer passes the classifier it holds and its results; the CLI rebuilds the classifier
+    from the run's flags and reads `metrics.json`.
+    """
+    run_dir = Path(run_dir)
+    run_flags = rundir.read_flags(run_dir)
+    label_names = rundir.read_labels(run_dir)
+    max_seq_length = int(run_flags["max_seq_length"])
+    ckpt = checkpoint.resolve(run_flags["model"], max_seq_length)
+    vocab = tokenize.vocab_of(tokenize.load_tokenizer(ckpt))
+    if classifier is None:
+        best = run_dir / rundir.BEST_WEIGHTS
+        if not best.is_file():
+            raise UsageError(
+                f"--run_dir={run_dir} has no {rundir.BEST_WEIGHTS} (the run ended before its "
+                f"first validation); train it first."
+            )
+        classifier = model.build_classifier(
+            model.load_backbone(ckpt, 0.0), len(label_names), run_flags["pooling"], 0.0
+        )
+        classifier.load_weights(str(best))
+    if results is None and (run_dir / rundir.FINISHED).is_file():
+        results = json.loads((run_dir / rundir.FINISHED).read_text())
+    model_name = model_name or run_flags.get("export_name") or data.name_of(run_flags["dataset"])
     info = {
+        "format": "bert_keras export 1",
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "model": ckpt.name,
+        "dataset": run_flags["dataset"],
+        "label_names": label_names,
         "max_seq_length": max_seq_length,
-        "label_names": list(label_names),
+        "pooling": run_flags["pooling"],
+        "vocab_size": len(vocab.tokens),
         "vocab_sha256": vocab.sha256,
         "lowercase": vocab.lowercase,
-        **metadata,
+        "signatures": SIGNATURES,
+        "training": {
+            "run_dir": str(run_dir.resolve()),
+            "finished": results is not None,
+            "flags": run_flags,
+            **(_training_metrics(results) if results else {}),
+        },
+        "versions": {
+            "training": (results or {}).get("versions"),
+            "export": rundir.versions(),
+        },
     }
-    (assets / "bert_keras.json").write_text(json.dumps(info, indent=2) + "\n")
-    final = model_base / str(version)
-    os.rename(tmp, final)  # Fails rather than replace, if a version appeared meanwhile.
-    return final
+    return write(
+        classifier,
+        vocab,
+        max_seq_length,
+        label_names,
+        Path(export_base or run_dir / "export") / model_name,
+        info,
+    )
+
+
+SIGNATURES = {
+    "serving_default": {
+        "inputs": {"text": "string [batch]"},
+        "outputs": {
+            "probabilities": "float32 [batch, labels]",
+            "label_id": "int32 [batch]",
+            "label": "string [batch]",
+        },
+    },
+    "serve_token_ids": {
+        "inputs": {name: "int32 [batch, tokens]" for name in model.INPUTS},
+        "outputs": "as serving_default",
+    },
+}
+
+
+def _training_metrics(results: dict) -> dict:
+    best = next(e for e in results["epochs"] if e["epoch"] == results["best_epoch"])
+    return {
+        "best_epoch": results["best_epoch"],
+        "epochs_run": len(results["epochs"]),
+        "validation": best["validation"],
+        "test": results["test"],
+    }
+
+
+# === CLI ===
+
+
+def define_flags():
+    flags.DEFINE_string("run_dir", None, "A bert_keras run directory (its best checkpoint).")
+    flags.DEFINE_string(
+        "export_base",
+        None,
+        "Where models go, as `<export_base>/<model_name>/<version>`. Default: `<run_dir>/export`.",
+    )
+    flags.DEFINE_string(
+        "model_name",
+        None,
+        "The model's name under --export_base (TF Serving's MODEL_NAME). "
+        "Default: the run's --export_name, else the data set's name.",
+    )
+    flags.mark_flag_as_required("run_dir")
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    f = flags.FLAGS
+    try:
+        path = from_run(
+            Path(f.run_dir),
+            Path(f.export_base) if f.export_base else None,
+            f.model_name or None,
+        )
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(path)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -12,16 +12,34 @@ evaluation and the export. Everything else a run writes goes in before it.
       metrics.json     per-epoch validation metrics, test metrics, speed, versions
 """
 
+import contextlib
 import json
 import os
+import platform
 import shutil
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from bert_keras.errors import UsageError
 
 FINISHED = "metrics.json"
 MARKER = "run.flags"  # present in every bert_keras run directory, finished or not
+LABELS = "labels.txt"
+BEST_WEIGHTS = "checkpoints/best.weights.h5"
+
+LIBRARIES = (
+    "tensorflow",
+    "keras",
+    "keras-hub",
+    "tensorflow-text",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "scikit-learn",
+    "numpy",
+    "absl-py",
+)
 
 
 def check(output_dir: Path, overwrite: bool):
@@ -69,3 +87,29 @@ def write_text(path: Path, text: str):
 
 def write_json(path: Path, obj):
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_flags(run_dir: Path) -> dict[str, str]:
+    """The flags a run was started with (its `run.flags`), by name."""
+    if not run_dir.is_dir():
+        raise UsageError(f"--run_dir={run_dir}: no such directory; give a run's --output_dir.")
+    if not (run_dir / MARKER).is_file():
+        raise UsageError(
+            f"--run_dir={run_dir} is not a bert_keras run directory (no {MARKER}); give the "
+            f"--output_dir of a training run."
+        )
+    lines = (run_dir / MARKER).read_text().splitlines()
+    return dict(line.removeprefix("--").split("=", 1) for line in lines if "=" in line)
+
+
+def read_labels(run_dir: Path) -> list[str]:
+    return (run_dir / LABELS).read_text().splitlines()
+
+
+def versions() -> dict:
+    """Python's and the libraries' versions, as recorded in metrics.json and exports."""
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found

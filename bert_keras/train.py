@@ -6,13 +6,10 @@ Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> f
 validation F1 each epoch -> test on the best checkpoint -> SavedModel -> metrics.json.
 """
 
-import contextlib
-import platform
 import resource
 import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import keras
@@ -37,19 +34,6 @@ from bert_keras.flags import FLAGS
 # `--help` lists the trainer's flags, not only `--helpfull`.
 flags.adopt_module_key_flags(bert_keras_flags)
 
-LIBRARIES = (
-    "tensorflow",
-    "keras",
-    "keras-hub",
-    "tensorflow-text",
-    "transformers",
-    "tokenizers",
-    "datasets",
-    "scikit-learn",
-    "numpy",
-    "absl-py",
-)
-
 
 def run() -> dict:
     started = time.time()
@@ -72,7 +56,7 @@ def run() -> dict:
 
     # === Tokens (cached by datasets: a second run skips this) ===
     tokenizer = tokenize.load_tokenizer(ckpt)
-    vocab = tokenize.vocab_of(tokenizer)
+    tokenize.vocab_of(tokenizer)  # fails now, not at export, if the graph cannot rebuild it
     tokens = tokenize.tokenize(labeled.splits, tokenizer, f.max_seq_length)
 
     # === tf.data ===
@@ -111,10 +95,10 @@ def run() -> dict:
     # === Run directory (only now: everything that can fail on input has been tried) ===
     rundir.create(output_dir)
     rundir.write_text(output_dir / rundir.MARKER, flagfile())
-    rundir.write_text(output_dir / "labels.txt", "\n".join(label_names) + "\n")
+    rundir.write_text(output_dir / rundir.LABELS, "\n".join(label_names) + "\n")
 
     # === Train: validation F1 first in the list, so the callbacks after it see it ===
-    best_weights = output_dir / "checkpoints" / "best.weights.h5"
+    best_weights = output_dir / rundir.BEST_WEIGHTS
     best_weights.parent.mkdir()
     timer = EpochTimer()
     f1 = metrics.F1Callback(val_ds, val_labels, label_names)
@@ -169,17 +153,9 @@ def run() -> dict:
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "replicas": strategy.num_replicas_in_sync,
         },
-        "versions": versions(),
+        "versions": rundir.versions(),
     }
-    export_dir = export.export(
-        classifier,
-        vocab,
-        f.max_seq_length,
-        label_names,
-        output_dir / "export",
-        f.export_name or labeled.name,
-        metadata={"model": ckpt.name, "test": test, "versions": results["versions"]},
-    )
+    export_dir = export.from_run(output_dir, classifier=classifier, results=results)
     results["export"] = str(export_dir)
     results["wall_seconds"] = time.time() - started
     rundir.write_json(output_dir / rundir.FINISHED, results)
@@ -207,14 +183,6 @@ def flagfile() -> str:
         if flag.name != "overwrite"
     ]
     return "\n".join(sorted(lines)) + "\n"
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
-    return found
 
 
 def summary(results: dict, output_dir: Path) -> str:

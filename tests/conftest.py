@@ -105,13 +105,16 @@ def small_emotion(tmp_path) -> Path:
     return folder
 
 
-def run_cli(module: str, *args: str, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, timeout: int = 600, stdin=None, **env
+) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in a fresh process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -139,3 +142,29 @@ def tiny_run(tiny_bert, tmp_path_factory) -> Path:
     result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, output_dir, "--dropout=0"))
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir
+
+
+# The runtime inside TF Serving 2.20: TensorFlow and TF Text's op libraries, nothing else.
+SERVING_RUNTIME = ("tensorflow==2.20.*", "tensorflow-text==2.20.*")
+
+
+@pytest.fixture(scope="session")
+def serving_runtime() -> Path:
+    """The python of a virtual environment with only TensorFlow 2.20 and TF Text 2.20.
+
+    Cached in ~/.cache/bert_keras (or $BERT_KERAS_CACHE) across runs; built when missing
+    (about a minute from pip's cache, a 600 MB download on a cold machine). Keras, which
+    tensorflow pulls in, is removed: TF Serving has no Python at all, and the export must not
+    need it. TF Text's Python package imports Keras, so the scripts load its op libraries.
+    """
+    cache = Path(os.environ.get("BERT_KERAS_CACHE", Path.home() / ".cache" / "bert_keras"))
+    venv = cache / "tf2.20-runtime"
+    done = venv / "bert_keras-complete"
+    if not done.is_file() or done.read_text() != " ".join(SERVING_RUNTIME):
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", *SERVING_RUNTIME], check=True, timeout=1800)
+        subprocess.run([*pip, "uninstall", "-y", "keras"], check=True)
+        done.write_text(" ".join(SERVING_RUNTIME))
+    return venv / "bin" / "python"

@@ -1,0 +1,182 @@
+"""Classify texts with an export, from the shell or from Python.
+
+    python -m bert_keras.predict --export_dir=runs/emotion/export/emotion "i feel great"
+    python -m bert_keras.predict --export_dir=runs/emotion/export/emotion --input_file=texts.txt
+    cat texts.txt | python -m bert_keras.predict --export_dir=... --input_file=-
+
+Prints one JSON object per text (JSON Lines): `text`, `label`, `label_id` and `probabilities`
+by label name. Files are read one text per line and streamed in batches, so any length fits in
+memory. Only TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer library.
+
+>>> classify = Predictor("runs/emotion/export/emotion")
+>>> classify(["i feel great"])[0]["label"]
+'joy'
+"""
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
+from absl import app, flags, logging
+
+from bert_keras.errors import UsageError, cause
+
+INFO = "assets/bert_keras.json"  # what makes a SavedModel a bert_keras export
+
+
+def find_export(path: Path) -> Path:
+    """A version folder as given; a model folder (`<base>/<name>`) or a run directory with one
+    exported model: its newest version."""
+    if not path.is_dir():
+        raise UsageError(
+            f"--export_dir={path}: no such directory; give an export such as "
+            f"runs/emotion/export/emotion (newest version) or runs/emotion/export/emotion/1."
+        )
+    if not (path / "saved_model.pb").is_file():
+        if (path / "export").is_dir():  # a run directory
+            models = [p for p in (path / "export").iterdir() if p.is_dir()]
+            if len(models) == 1:
+                path = models[0]
+        versions = [p for p in path.glob("*/saved_model.pb") if p.parent.name.isdigit()]
+        if not versions:
+            raise UsageError(
+                f"--export_dir={path} holds no SavedModel (no saved_model.pb, no numbered version "
+                f"folders); give a folder that `python -m bert_keras.export` wrote."
+            )
+        path = max(versions, key=lambda p: int(p.parent.name)).parent
+    if not (path / INFO).is_file():
+        raise UsageError(
+            f"--export_dir={path} is a SavedModel but not a bert_keras export (no {INFO}); "
+            f"export a run with `python -m bert_keras.export --run_dir=RUN`."
+        )
+    return path
+
+
+class Predictor:
+    """Texts -> one dict per text, through the export's `serving_default` signature."""
+
+    def __init__(self, export_dir):
+        self.export_dir = find_export(Path(export_dir))
+        self.info = json.loads((self.export_dir / INFO).read_text())
+        self.label_names = self.info["label_names"]
+        try:
+            loaded = tf.saved_model.load(str(self.export_dir))
+        except Exception as e:  # truncated files, missing variables: the export is broken
+            raise UsageError(
+                f"cannot load the SavedModel in {self.export_dir} ({cause(e)}); export the run "
+                f"again."
+            ) from None
+        self._serve = loaded.signatures["serving_default"]
+
+    def __call__(self, texts: list[str | bytes]) -> list[dict]:
+        out = self._serve(text=tf.constant(texts, tf.string))
+        return [
+            {
+                "text": text.decode("utf-8", "replace") if isinstance(text, bytes) else text,
+                "label": label.decode(),
+                "label_id": int(label_id),
+                "probabilities": dict(
+                    zip(self.label_names, (round(float(p), 6) for p in probabilities), strict=True)
+                ),
+            }
+            for text, label, label_id, probabilities in zip(
+                texts,
+                out["label"].numpy(),
+                out["label_id"].numpy(),
+                out["probabilities"].numpy(),
+                strict=True,
+            )
+        ]
+
+
+def read_lines(input_file: str):
+    """One text per line, as bytes (invalid UTF-8 is the model's to answer, not a crash here).
+
+    Returns the lines as an iterator and their count (None for stdin, which is not read ahead).
+    """
+    if input_file == "-":
+        return (line.rstrip(b"\r\n") for line in sys.stdin.buffer), None
+    path = Path(input_file)
+    if not path.is_file():
+        raise UsageError(f"--input_file={path}: no such file; give a file with one text per line.")
+    with open(path, "rb") as f:
+        count = sum(1 for _ in f)
+    if count == 0:
+        raise UsageError(f"--input_file={path} is empty; give a file with one text per line.")
+
+    def lines():
+        with open(path, "rb") as f:
+            for line in f:
+                yield line.rstrip(b"\r\n")
+
+    return lines(), count
+
+
+def batches(items, size: int):
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+# === CLI ===
+
+
+def define_flags():
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "A bert_keras export: a version folder (`.../emotion/1`), a model folder "
+        "(`.../emotion`, newest version) or a run directory with one exported model.",
+    )
+    flags.DEFINE_string(
+        "input_file", None, "Read texts from this file, one per line (`-` = standard input)."
+    )
+    flags.DEFINE_integer("batch_size", 64, "Texts per model call.", lower_bound=1)
+    flags.mark_flag_as_required("export_dir")
+
+
+def run(argv: list[str]):
+    f = flags.FLAGS
+    texts = argv[1:]
+    if texts and f.input_file:
+        raise UsageError("give texts as arguments or --input_file, not both.")
+    if not texts and not f.input_file:
+        raise UsageError(
+            'give texts as arguments ("i feel great") or --input_file=FILE (- = stdin).'
+        )
+    predictor = Predictor(f.export_dir)
+    if texts:
+        lines, count = iter(texts), len(texts)
+    else:
+        lines, count = read_lines(f.input_file)
+    # A progress bar on stderr for long inputs on a terminal; stdout stays pure JSON Lines.
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() and (count is None or count > 10 * f.batch_size)
+    written = 0
+    with tqdm(total=count, unit=" texts", disable=not show, file=sys.stderr) as progress:
+        for batch in batches(lines, f.batch_size):
+            for row in predictor(batch):
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            progress.update(len(batch))
+            written += len(batch)
+    if written == 0:
+        raise UsageError("standard input held no lines; give one text per line.")
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    try:
+        run(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
