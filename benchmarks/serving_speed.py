@@ -54,6 +54,7 @@ def to_pytorch(classifier, ckpt, label_names, pooling: str):
     config = transformers.BertConfig.from_pretrained(
         str(ckpt.source),
         num_labels=len(label_names),
+        hidden_act="gelu_pytorch_tanh",  # keras-hub BertBackbone: approximate (tanh) GELU
         id2label=dict(enumerate(label_names)),
         label2id={n: i for i, n in enumerate(label_names)},
     )

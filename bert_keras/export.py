@@ -86,6 +86,12 @@ class InGraphTokenizer(tf.Module):
         }
 
 
+# Rows per model call inside one request (see TextClassifier.logits_by_length). Measured on the
+# emotion export, batches of 64 test texts, 2 cores: 1 call of 64 rows 90 texts/s; chunks of 32
+# 140, 16 177, 8 197, 4 194.
+CHUNK_ROWS = 8
+
+
 class TextClassifier(tf.Module):
     """The fine-tuned model with its tokenizer in front, as saved in the export."""
 
@@ -101,27 +107,54 @@ class TextClassifier(tf.Module):
         self._forward = lambda inputs: classifier(inputs, training=False)
         self.tokenizer = InGraphTokenizer(vocab, max_seq_length)
         self.label_names = list(label_names)
-        self.pad_id = vocab.pad_id
 
     def classify(self, inputs):
-        # A batch of 0 texts has 0 columns, and the model reads column 0 ([CLS]): padding to
-        # 2 columns (a no-op for any real batch) answers it with empty outputs.
-        short = tf.maximum(2 - tf.shape(inputs["token_ids"])[1], 0)
-        inputs = {
-            name: tf.pad(
-                value,
-                [[0, 0], [0, short]],
-                constant_values=self.pad_id if name == "token_ids" else 0,
-            )
-            for name, value in inputs.items()
-        }
-        logits = tf.cast(self._forward(inputs), tf.float32)
+        logits = self.logits_by_length(inputs)
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {
             "probabilities": tf.nn.softmax(logits),
             "label_id": label_id,
             "label": tf.gather(tf.constant(self.label_names), label_id),
         }
+
+    def logits_by_length(self, inputs):
+        """The model on rows sorted by length, CHUNK_ROWS at a time, each chunk cut to its own
+        longest row; logits back in request order.
+
+        A request's batch is padded to its longest text, and attention and dense layers would
+        spend most of their time on padding (emotion: 22 tokens on average, 60+ in a batch of
+        64). Masked positions change no real token's output, so cutting them changes nothing
+        but float summation order.
+        """
+        mask = inputs["padding_mask"]
+        positions = tf.range(1, tf.shape(mask)[1] + 1)[None, :]
+        # Up to the last real token (clients of serve_token_ids may pad anywhere).
+        extent = tf.reduce_max(tf.where(mask != 0, positions, 0), axis=1)
+        order = tf.argsort(extent, stable=True)
+        rows = tf.shape(order)[0]
+        chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+
+        def chunk_logits(i, results):
+            chunk = order[i * CHUNK_ROWS : tf.minimum((i + 1) * CHUNK_ROWS, rows)]
+            # At least 1 column: the model reads column 0 even for an all-padding row.
+            width = tf.maximum(tf.reduce_max(tf.gather(extent, chunk)), 1)
+            cut = {name: tf.gather(value, chunk)[:, :width] for name, value in inputs.items()}
+            return i + 1, results.write(i, tf.cast(self._forward(cut), tf.float32))
+
+        _, results = tf.while_loop(
+            lambda i, _: i < chunks,
+            chunk_logits,
+            [
+                tf.constant(0),
+                tf.TensorArray(
+                    tf.float32,
+                    size=chunks,
+                    infer_shape=False,
+                    element_shape=[None, len(self.label_names)],
+                ),
+            ],
+        )
+        return tf.gather(results.concat(), tf.math.invert_permutation(order))
 
     # No autograph: there is no Python control flow to convert, and with it two full MiniLM runs
     # failed at export inside autograph-converted calls (a wrong object reached the model; root
