@@ -8,6 +8,8 @@ configured afterwards.
 2
 """
 
+from pathlib import Path
+
 import tensorflow as tf
 
 from bert_keras.errors import UsageError
@@ -46,3 +48,24 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
             f"--batch_size={batch_size - batch_size % replicas or replicas}."
         )
     return strategy
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPU multiplies bfloat16 matrices natively (twice fp32's rate)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in cpuinfo.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def dtype_policy(mixed_precision: str) -> str:
+    """The Keras dtype policy for --mixed_precision."""
+    if mixed_precision == "auto":
+        if tf.config.list_logical_devices("GPU"):
+            mixed_precision = "float16"
+        else:
+            mixed_precision = "bfloat16" if cpu_has_bf16() else "off"
+    return {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[
+        mixed_precision
+    ]

@@ -300,6 +300,7 @@ def from_run(
                 f"--run_dir={run_dir} has no {rundir.BEST_WEIGHTS} (the run ended before its "
                 f"first validation); train it first."
             )
+        keras.mixed_precision.set_global_policy("float32")
         classifier = model.build_classifier(
             model.load_backbone(ckpt, 0.0), len(label_names), run_flags["pooling"], 0.0
         )

@@ -36,9 +36,16 @@ def lengths(split) -> np.ndarray:
     return np.diff(np.asarray(_column(split, "input_ids").offsets))
 
 
+def padded_width(longest, max_len: int):
+    """A batch's width: its longest row rounded up to PAD_MULTIPLE, at most max_len (a tf or a
+    numpy integer). Each distinct width is one trace (and XLA compilation) of the step."""
+    ops = tf.math if isinstance(longest, tf.Tensor) else np
+    rounded = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    return ops.minimum(rounded, ops.maximum(longest, max_len))
+
+
 def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max_len: int):
-    width = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
-    width = tf.minimum(-(-width // PAD_MULTIPLE) * PAD_MULTIPLE, tf.maximum(width, max_len))
+    width = padded_width(tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32), max_len)
 
     def pad(ragged):
         dense = ragged.to_tensor(0)

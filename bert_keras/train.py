@@ -6,6 +6,7 @@ Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> f
 validation F1 each epoch -> test on the best checkpoint -> SavedModel -> metrics.json.
 """
 
+import os
 import resource
 import sys
 import time
@@ -69,27 +70,16 @@ def run() -> dict:
     train_tokens = int(pipeline.lengths(tokens["train"]).sum())
 
     # === Model and optimizer ===
+    policy = distribute.dtype_policy(f.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
     with strategy.scope():
-        classifier = model.build_classifier(
-            model.load_backbone(ckpt, f.dropout), len(label_names), f.pooling, f.dropout
-        )
-        classifier.compile(
-            optimizer=optimization.adamw(
-                total_steps=steps_per_epoch * f.epochs,
-                learning_rate=f.learning_rate,
-                warmup_ratio=f.warmup_ratio,
-                weight_decay=f.weight_decay,
-                clip_norm=f.clip_norm,
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
+        classifier = make_classifier(ckpt, len(label_names), steps_per_epoch * f.epochs)
     print(
         f"Training {ckpt.name} ({classifier.count_params():,} parameters, {f.pooling} pooling) "
         f"on {labeled.name}: {tokens['train'].num_rows:,} train, "
         f"{tokens['validation'].num_rows:,} validation, {tokens['test'].num_rows:,} test rows, "
         f"{len(label_names)} labels; {strategy.num_replicas_in_sync} replica(s), "
-        f"{steps_per_epoch} steps/epoch."
+        f"{steps_per_epoch} steps/epoch, {policy}."
     )
 
     # === Run directory (only now: everything that can fail on input has been tried) ===
@@ -152,10 +142,16 @@ def run() -> dict:
             "real_tokens_per_second": train_tokens * epochs_run / timer.seconds,
             "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "replicas": strategy.num_replicas_in_sync,
+            "policy": policy,
+            "seconds_to_first_step": timer.first_step_seconds,
         },
         "versions": rundir.versions(),
     }
-    export_dir = export.from_run(output_dir, classifier=classifier, results=results)
+    # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
+    # float32 from the best weights.
+    export_dir = export.from_run(
+        output_dir, classifier=classifier if policy == "float32" else None, results=results
+    )
     results["export"] = str(export_dir)
     results["wall_seconds"] = time.time() - started
     rundir.write_json(output_dir / rundir.FINISHED, results)
@@ -163,16 +159,61 @@ def run() -> dict:
     return results
 
 
+def make_classifier(ckpt, num_labels: int, total_steps: int) -> keras.Model:
+    """The compiled classifier, as the flags ask (call inside the strategy's scope)."""
+    f = FLAGS
+    classifier = model.build_classifier(
+        model.load_backbone(ckpt, f.dropout), num_labels, f.pooling, f.dropout
+    )
+    classifier.compile(
+        optimizer=optimization.adamw(
+            total_steps=total_steps,
+            learning_rate=f.learning_rate,
+            warmup_ratio=f.warmup_ratio,
+            weight_decay=f.weight_decay,
+            clip_norm=f.clip_norm,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        steps_per_execution=f.steps_per_execution,
+        jit_compile=f.jit_compile,
+    )
+    return classifier
+
+
 class EpochTimer(keras.callbacks.Callback):
-    """Seconds spent training, without the validation that follows each epoch."""
+    """Seconds spent training, without the validation that follows each epoch; and seconds
+    from the process's start (the command) to the end of the first training step."""
 
     seconds = 0.0
+    first_step_seconds = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - _process_start()
+
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += time.perf_counter() - self._start
+
+
+def _process_start() -> float:
+    """When this process started, in time.time()'s clock (Linux: /proc; else module import)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
 
 
 def flagfile() -> str:
@@ -198,7 +239,8 @@ def summary(results: dict, output_dir: Path) -> str:
         f"  training {speed['training_seconds']:.0f} s, "
         f"{speed['training_examples_per_second']:.1f} examples/s, "
         f"{speed['real_tokens_per_second']:.0f} tokens/s, "
-        f"peak memory {speed['peak_memory_mb']:.0f} MB, wall {results['wall_seconds']:.0f} s",
+        f"peak memory {speed['peak_memory_mb']:.0f} MB, first step after "
+        f"{speed['seconds_to_first_step']:.0f} s, wall {results['wall_seconds']:.0f} s",
         f"  run directory {output_dir}, SavedModel {results['export']}",
     ]
     return "\n".join(rows)

@@ -3,7 +3,13 @@
 import json
 import math
 
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from conftest import run_cli, tiny_train_args
+
+from bert_keras import checkpoint, model, tokenize
 
 METRIC_KEYS = {"accuracy", "micro_f1", "macro_f1", "per_class_f1", "loss", "examples"}
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -102,3 +108,41 @@ def test_embedded_model_for_a_few_steps(tmp_path):
     assert m["model"] == "all-MiniLM-L6-v2"
     assert m["test"]["examples"] == 2000
     assert "micro-F1" in result.stdout and "F1 surprise" in result.stdout
+
+
+def test_bfloat16_training_exports_a_float32_model(tiny_bert, tmp_path):
+    """16-bit compute in training only: the SavedModel computes in float32, like a float32 rebuild
+    of the best checkpoint."""
+    run = tmp_path / "bf16"
+    args = tiny_train_args(tiny_bert, run, "--dropout=0", "--mixed_precision=bfloat16")
+    result = run_cli("bert_keras.train", *args, "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = _metrics(run)
+    assert m["speed"]["policy"] == "mixed_bfloat16"
+    assert math.isfinite(m["epochs"][0]["train"]["loss"])
+
+    keras.mixed_precision.set_global_policy("float32")
+    ckpt = checkpoint.resolve(str(tiny_bert), 64)
+    classifier = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0)
+    classifier.load_weights(str(run / "checkpoints" / "best.weights.h5"))
+    assert {w.dtype for w in classifier.weights} == {"float32"}
+    texts = ["i feel great", "this is awful", "i am so scared of the dark"]
+    tokens = tokenize.load_tokenizer(ckpt)(texts, padding=True, return_tensors="np")
+    want = tf.nn.softmax(
+        classifier(
+            {
+                "token_ids": tokens["input_ids"].astype("int32"),
+                "segment_ids": tokens["token_type_ids"].astype("int32"),
+                "padding_mask": tokens["attention_mask"].astype("int32"),
+            }
+        )
+    ).numpy()
+    serve = tf.saved_model.load(str(run / "export" / "emotion" / "1")).signatures["serving_default"]
+    got = serve(text=tf.constant(texts))["probabilities"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)  # bfloat16 compute would be ~1e-2 apart
+
+
+def test_first_step_time_is_recorded(tiny_run):
+    speed = _metrics(tiny_run)["speed"]
+    assert 0 < speed["seconds_to_first_step"] < 600
+    assert speed["policy"] == "float32"

@@ -1,0 +1,365 @@
+"""Training speed, measured against the peers on this machine in one run.
+
+    python -m bert_keras.bench                 # every row, a few minutes each
+    python -m bert_keras.bench --rows=bert_keras,trainer --examples=1024
+
+Each row runs in its own process (its own peak memory), on the embedded MiniLM and the same
+fixed subset of emotion's train split (`--examples` rows drawn as --max_train_examples draws
+them), and reports steady-state examples/s and real (unpadded) tokens/s, the first steps of
+each (tracing, first allocations) left out:
+
+  bert_keras  this trainer's step: length-grouped batches of 32, AdamW, float32 (`_bf16`: bf16)
+  tutorial    Hugging Face Trainer + PyTorch, every example padded to 512, batch 8
+  trainer     Hugging Face Trainer + PyTorch, dynamic padding, group_by_length, batch 32
+  keras_hub   keras-hub's recipe: BertTextClassifier.from_preset(folder, num_classes=6) fit on
+              raw strings (its preprocessor pads every example to its sequence length)
+  matmul      the machine's float32 (and bfloat16) tf.matmul peak, for bert_keras' model FLOP
+              utilisation: (6 x non-embedding parameters x tokens + attention) / time / peak
+
+The PyTorch rows need the `[bench]` extra (torch, accelerate); without it they say so. The slow
+recipes measure fewer examples (`--slow_examples`): their per-example time is what counts.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+from bert_keras import flags as train_flags  # the bert_keras row trains as these flags say
+
+ROWS = ("bert_keras", "tutorial", "trainer", "keras_hub", "matmul", "bert_keras_bf16")
+SEED = 42
+
+flags.DEFINE_list("rows", list(ROWS), f"Rows to measure, in this order: {', '.join(ROWS)}.")
+flags.DEFINE_integer("examples", 1024, "Training rows for the fast recipes.", lower_bound=64)
+flags.DEFINE_integer("slow_examples", 64, "Training rows for the padded recipes.", lower_bound=16)
+flags.DEFINE_string("row", None, "Internal: measure this one row in this process.")
+FLAGS = flags.FLAGS
+
+
+# === Shared by the rows ===
+
+
+def _texts_and_labels(n: int):
+    from bert_keras import data
+
+    train = data.load("emotion", max_train_examples=n).splits["train"]
+    return train["text"][:], np.asarray(train["label"][:])
+
+
+def _real_tokens(texts, max_len=128) -> np.ndarray:
+    from bert_keras import checkpoint, tokenize
+
+    tokenizer = tokenize.load_tokenizer(checkpoint.resolve("all-MiniLM-L6-v2", max_len))
+    return np.array(
+        [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
+    )
+
+
+def _report(examples: int, tokens: int, seconds: float, **extra) -> dict:
+    return {
+        "examples_per_second": examples / seconds,
+        "tokens_per_second": tokens / seconds,
+        "measured_examples": examples,
+        "seconds": seconds,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+
+
+# === bert_keras ===
+
+
+def bert_keras_row(n: int) -> dict:
+    """Two epochs of this trainer's own step on n rows (the trainer's flags apply); the
+    second one timed."""
+    import keras
+
+    from bert_keras import checkpoint, data, distribute, pipeline, tokenize, train
+
+    policy = distribute.dtype_policy(FLAGS.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    ckpt = checkpoint.resolve(FLAGS.model, FLAGS.max_seq_length)
+    labeled = data.load("emotion", max_train_examples=n, max_eval_examples=64)
+    tokenizer = tokenize.load_tokenizer(ckpt)
+    tokens = tokenize.tokenize(labeled.splits, tokenizer, FLAGS.max_seq_length)["train"]
+    batch = FLAGS.batch_size
+    ds, steps = pipeline.train_dataset(tokens, batch, SEED, FLAGS.max_seq_length, epochs=2)
+    keras.utils.set_random_seed(SEED)
+    classifier = train.make_classifier(ckpt, 6, 2 * steps)
+    lengths = pipeline.lengths(tokens)
+    batches = [b for e in range(2) for b in pipeline.epoch_batches(lengths, batch, SEED, e)]
+    widths = [
+        int(pipeline.padded_width(int(lengths[b].max()), FLAGS.max_seq_length)) for b in batches
+    ]
+    stamps = [time.perf_counter()]
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            stamps.append(time.perf_counter())
+
+    classifier.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=[Stamp()], verbose=0)
+    # Steady state: the steps whose batch shape was seen before. A new shape traces the step
+    # (and compiles it, with XLA): reported apart, as first-shape seconds.
+    durations = np.diff(stamps)
+    seen, steady, steady_rows, first_shape = set(), [], [], 0.0
+    for width, rows, seconds in zip(widths, batches, durations, strict=True):
+        if width in seen:
+            steady.append((len(rows), lengths[rows].sum(), seconds))
+            steady_rows.append(rows)
+        else:
+            seen.add(width)
+            first_shape += seconds
+    examples, real_tokens, seconds = (sum(column) for column in zip(*steady, strict=True))
+    backbone = classifier.get_layer("bert_backbone")
+    embedding = sum(
+        int(np.prod(w.shape))
+        for name in ("token_embedding", "position_embedding", "segment_embedding")
+        for w in backbone.get_layer(name).weights
+    )
+    non_embedding = classifier.count_params() - embedding
+    layers, hidden = backbone.num_layers, backbone.hidden_dim
+    # 6 x N per token (forward + backward), plus attention's two [len x len] products per layer
+    # (2 x 2 x len^2 x hidden forward, x3 with backward), on real tokens of the steady steps.
+    tokens_per_row = real_tokens / examples
+    squares_per_row = (lengths[np.concatenate(steady_rows)] ** 2).mean()
+    flops = examples * (6 * non_embedding * tokens_per_row + 12 * layers * hidden * squares_per_row)
+    return _report(
+        examples,
+        int(real_tokens),
+        seconds,
+        first_shape_seconds=first_shape,
+        shapes=len(seen),
+        model_gflops_per_second=flops / seconds / 1e9,
+        non_embedding_parameters=non_embedding,
+        policy=policy,
+        jit_compile=FLAGS.jit_compile,
+        steps_per_execution=FLAGS.steps_per_execution,
+    )
+
+
+# === Hugging Face Trainer + PyTorch ===
+
+
+def trainer_row(n: int, pad_to_512: bool) -> dict:
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return {"skipped": "PyTorch is not installed: pip install -e '.[bench]'"}
+    import datasets
+
+    from bert_keras import checkpoint
+
+    torch.manual_seed(SEED)
+    folder = str(checkpoint.resolve("all-MiniLM-L6-v2", 128).source)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=6)
+    texts, labels = _texts_and_labels(n)
+    if pad_to_512:  # the tutorial: padding="max_length", 512, batch 8
+        encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=512)
+        batch, collator, group = 8, None, False
+    else:
+        encoded = tokenizer(texts, truncation=True, max_length=128)
+        batch, collator, group = 32, transformers.DataCollatorWithPadding(tokenizer), True
+    ds = datasets.Dataset.from_dict({**encoded, "labels": labels})
+    stamps = []
+
+    class Stamp(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    args = transformers.TrainingArguments(
+        output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-trainer-{os.getpid()}"),
+        per_device_train_batch_size=batch,
+        num_train_epochs=1,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        warmup_steps=0.1,  # transformers 5: a float below 1 is a ratio
+        train_sampling_strategy="group_by_length" if group else "random",
+        save_strategy="no",
+        report_to=[],
+        logging_strategy="no",
+        use_cpu=True,
+        seed=SEED,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=ds, data_collator=collator, callbacks=[Stamp()]
+    )
+    trainer.train()
+    skip = 2  # the first steps: allocations, thread pools
+    steps = len(stamps) - 1 - skip
+    real = _real_tokens(texts).mean()
+    return _report(
+        steps * batch,
+        int(steps * batch * real),
+        stamps[-1] - stamps[skip],
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+
+
+# === keras-hub's own recipe ===
+
+
+def keras_hub_row(n: int) -> dict:
+    import keras
+    import keras_hub
+
+    from bert_keras import checkpoint
+
+    keras.utils.set_random_seed(SEED)
+    folder = str(checkpoint.resolve("all-MiniLM-L6-v2", 128).source)
+    classifier = keras_hub.models.BertTextClassifier.from_preset(folder, num_classes=6)
+    texts, labels = _texts_and_labels(n)
+    stamps = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    classifier.fit(
+        x=np.array(texts), y=labels, batch_size=32, epochs=1, callbacks=[Stamp()], verbose=0
+    )
+    skip = 1  # the first step traces the graph
+    steps = len(stamps) - 1 - skip
+    real = _real_tokens(texts).mean()
+    return _report(
+        steps * 32,
+        int(steps * 32 * real),
+        stamps[-1] - stamps[skip],
+        sequence_length=classifier.preprocessor.sequence_length,
+    )
+
+
+# === The machine's peak ===
+
+
+def matmul_row() -> dict:
+    import tensorflow as tf
+
+    peaks = {}
+    for dtype in (tf.float32, tf.bfloat16):
+        a = tf.random.normal([2048, 2048], dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        matmul = tf.function(lambda x: tf.matmul(x, x))
+        matmul(a).numpy()
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(4):
+                out = matmul(a)
+            out.numpy()
+            best = min(best, (time.perf_counter() - start) / 4)
+        peaks[f"{dtype.name}_gflops"] = 2 * 2048**3 / best / 1e9
+    return peaks
+
+
+# === The orchestra ===
+
+
+def measure(row: str) -> dict:
+    if row == "bert_keras":
+        return bert_keras_row(FLAGS.examples)
+    if row == "bert_keras_bf16":
+        FLAGS.mixed_precision = "bfloat16"
+        return bert_keras_row(FLAGS.examples)
+    if row == "tutorial":
+        return trainer_row(FLAGS.slow_examples, pad_to_512=True)
+    if row == "trainer":
+        return trainer_row(FLAGS.examples, pad_to_512=False)
+    if row == "keras_hub":
+        return keras_hub_row(FLAGS.slow_examples * 2)
+    if row == "matmul":
+        return matmul_row()
+    raise app.UsageError(f"unknown row {row!r}; rows are {', '.join(ROWS)}")
+
+
+def run_row(row: str) -> dict:
+    """One row in a fresh process: its own memory peak, no state left by another recipe."""
+    started = time.time()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bert_keras.bench",
+            f"--row={row}",
+            f"--examples={FLAGS.examples}",
+            f"--slow_examples={FLAGS.slow_examples}",
+            *(flag.serialize() for flag in FLAGS.get_flags_for_module(train_flags) if flag.present),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return {"failed": result.stderr.strip().splitlines()[-1:]}
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report["process_seconds"] = time.time() - started
+    return report
+
+
+def main(argv):
+    del argv
+    if FLAGS.row:
+        print(json.dumps(measure(FLAGS.row)))
+        return
+    results = {}
+    for row in FLAGS.rows:
+        print(f"measuring {row} ...", file=sys.stderr, flush=True)
+        results[row] = run_row(row)
+        print(f"  {json.dumps(results[row])}", file=sys.stderr, flush=True)
+    print(table(results))
+    print(json.dumps(results))
+
+
+def table(results: dict) -> str:
+    names = {
+        "bert_keras": "bert_keras (float32)",
+        "bert_keras_bf16": "bert_keras (mixed bfloat16)",
+        "tutorial": "tutorial: HF Trainer, pad to 512, batch 8",
+        "trainer": "HF Trainer, dynamic padding, group_by_length, batch 32",
+        "keras_hub": "keras-hub BertTextClassifier.from_preset defaults",
+    }
+    lines = [
+        "| recipe | examples/s | real tokens/s | peak memory | measured |",
+        "|---|---|---|---|---|",
+    ]
+    for row, name in names.items():
+        r = results.get(row)
+        if r is None:
+            continue
+        if "examples_per_second" not in r:
+            lines.append(f"| {name} | {r.get('skipped') or r.get('failed')} | | | |")
+            continue
+        lines.append(
+            f"| {name} | {r['examples_per_second']:.2f} | {r['tokens_per_second']:.0f} | "
+            f"{r['peak_memory_mb'] / 1024:.2f} GB | {r['measured_examples']} examples, "
+            f"{r['seconds']:.1f} s |"
+        )
+    ours = results.get("bert_keras", {}).get("examples_per_second")
+    if ours:
+        for row, label in (("tutorial", "1/2"), ("trainer", "1/3"), ("keras_hub", "1/4")):
+            theirs = results.get(row, {}).get("examples_per_second")
+            if theirs:
+                lines.append(f"\nratio {label}, bert_keras / {row}: {ours / theirs:.2f}x")
+    peak = results.get("matmul", {})
+    for row, key in (("bert_keras", "float32_gflops"), ("bert_keras_bf16", "bfloat16_gflops")):
+        r = results.get(row, {})
+        if "model_gflops_per_second" in r and key in peak:
+            lines.append(
+                f"\n{row}: model {r['model_gflops_per_second']:.0f} GFLOP/s of a measured "
+                f"{key.split('_')[0]} matmul peak of {peak[key]:.0f} GFLOP/s: "
+                f"{r['model_gflops_per_second'] / peak[key]:.0%} utilisation"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app.run(main)
