@@ -35,15 +35,6 @@ flags.DEFINE_integer("batch_size", 64, "Texts per call in the throughput rounds.
 FLAGS = flags.FLAGS
 
 
-def keras_classifier(run_dir: Path, run_flags: dict, label_names):
-    ckpt = checkpoint.resolve(run_flags["model"], int(run_flags["max_seq_length"]))
-    classifier = model.build_classifier(
-        model.load_backbone(ckpt, 0.0), len(label_names), run_flags["pooling"], 0.0
-    )
-    classifier.load_weights(str(run_dir / rundir.BEST_WEIGHTS))
-    return ckpt, classifier
-
-
 def to_pytorch(classifier, ckpt, label_names, pooling: str):
     """The Keras classifier's weights in a transformers BertForSequenceClassification."""
     import torch
@@ -135,7 +126,8 @@ def main(argv):
     except ImportError:
         print("PyTorch is not installed (pip install -e '.[bench]'): SavedModel only.")
     else:
-        ckpt, classifier = keras_classifier(run_dir, run_flags, label_names)
+        ckpt = checkpoint.resolve(run_flags["model"], max_seq_length)
+        classifier = model.load_best(run_dir, ckpt, run_flags["pooling"], len(label_names))
         hf = to_pytorch(classifier, ckpt, label_names, run_flags["pooling"])
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(ckpt.source))
         pipe = transformers.pipeline(

@@ -294,17 +294,7 @@ def from_run(
     ckpt = checkpoint.resolve(run_flags["model"], max_seq_length)
     vocab = tokenize.vocab_of(tokenize.load_tokenizer(ckpt))
     if classifier is None:
-        best = run_dir / rundir.BEST_WEIGHTS
-        if not best.is_file():
-            raise UsageError(
-                f"--run_dir={run_dir} has no {rundir.BEST_WEIGHTS} (the run ended before its "
-                f"first validation); train it first."
-            )
-        keras.mixed_precision.set_global_policy("float32")
-        classifier = model.build_classifier(
-            model.load_backbone(ckpt, 0.0), len(label_names), run_flags["pooling"], 0.0
-        )
-        classifier.load_weights(str(best))
+        classifier = model.load_best(run_dir, ckpt, run_flags["pooling"], len(label_names))
     if results is None and (run_dir / rundir.FINISHED).is_file():
         results = json.loads((run_dir / rundir.FINISHED).read_text())
     model_name = model_name or run_flags.get("export_name") or data.name_of(run_flags["dataset"])

@@ -6,9 +6,12 @@
 TensorShape([32, 6])
 """
 
+from pathlib import Path
+
 import keras
 import keras_hub
 
+from bert_keras import rundir
 from bert_keras.checkpoint import Checkpoint
 from bert_keras.errors import UsageError, cause
 
@@ -60,3 +63,18 @@ def build_classifier(
         num_labels, kernel_initializer=initializer, name="logits", dtype="float32"
     )(pooled)
     return keras.Model(inputs, logits, name="bert_classifier")
+
+
+def load_best(run_dir: Path, ckpt: Checkpoint, pooling: str, num_labels: int) -> keras.Model:
+    """A run's best checkpoint as a float32 classifier with dropout off, for export and
+    inference, whatever precision the run trained in."""
+    best = run_dir / rundir.BEST_WEIGHTS
+    if not best.is_file():
+        raise UsageError(
+            f"--run_dir={run_dir} has no {rundir.BEST_WEIGHTS} (the run ended before its first "
+            f"validation); train it first."
+        )
+    keras.mixed_precision.set_global_policy("float32")
+    classifier = build_classifier(load_backbone(ckpt, 0.0), num_labels, pooling, 0.0)
+    classifier.load_weights(str(best))
+    return classifier
