@@ -1,4 +1,6 @@
-"""The one exception a user's input can cause."""
+"""The one exception a user's input can cause, and how every command line reports it."""
+
+import sys
 
 
 class UsageError(Exception):
@@ -13,3 +15,13 @@ def cause(e: BaseException) -> str:
     """A library's exception as a short one-line cause for a UsageError message."""
     first_line = next(iter(str(e).splitlines()), "")
     return f"{type(e).__name__}: {first_line[:200]}" if first_line else type(e).__name__
+
+
+def exit_on_usage_error(run, *args):
+    """Calls `run(*args)`; a UsageError ends the command with `error: <message>` on stderr and
+    exit status 2 (every bert_keras command line reports bad input this way)."""
+    try:
+        return run(*args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from absl import app, flags, logging
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from bert_keras import checkpoint, data, model, rundir, tokenize
-from bert_keras.errors import UsageError
+from bert_keras.errors import exit_on_usage_error
 from bert_keras.tokenize import Vocab
 
 # What the Hugging Face BERT normaliser deletes: control and format characters (Unicode
@@ -381,15 +380,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     f = flags.FLAGS
-    try:
-        path = from_run(
-            Path(f.run_dir),
-            Path(f.export_base) if f.export_base else None,
-            f.model_name or None,
-        )
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    path = exit_on_usage_error(
+        from_run,
+        Path(f.run_dir),
+        Path(f.export_base) if f.export_base else None,
+        f.model_name or None,
+    )
     print(path)
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
 from absl import app, flags, logging
 
-from bert_keras.errors import UsageError, cause
+from bert_keras.errors import UsageError, cause, exit_on_usage_error
 
 INFO = "assets/bert_keras.json"  # what makes a SavedModel a bert_keras export
 
@@ -170,11 +170,7 @@ def run(argv: list[str]):
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
-    try:
-        run(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_usage_error(run, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from bert_keras import (
     tokenize,
 )
 from bert_keras import flags as bert_keras_flags
-from bert_keras.errors import UsageError
+from bert_keras.errors import exit_on_usage_error
 from bert_keras.flags import FLAGS
 
 # `--help` lists the trainer's flags, not only `--helpfull`.
@@ -256,11 +256,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
-    try:
-        run()
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_usage_error(run)
 
 
 if __name__ == "__main__":
