@@ -1,18 +1,27 @@
 """Which devices train: a tf.distribute strategy from --strategy and --num_cpu_devices.
 
 Must run before anything initialises TensorFlow's devices: logical CPU devices cannot be
-configured afterwards.
+configured afterwards, and MultiWorkerMirroredStrategy must start its server first.
+
+Multi-worker: TF_CONFIG names the cluster and this task; worker 0 is the chief (TensorFlow's
+convention), the only one that writes the run directory.
 
 >>> strategy = make_strategy("mirrored", num_cpu_devices=2, batch_size=32)
 >>> strategy.num_replicas_in_sync
 2
 """
 
+import contextlib
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import tensorflow as tf
 
-from bert_keras.errors import UsageError
+from bert_keras import backup, multi_worker
+from bert_keras.errors import TrainingError, UsageError
 
 
 def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distribute.Strategy:
@@ -29,6 +38,13 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
                     f"--num_cpu_devices={num_cpu_devices}: TensorFlow's devices were already "
                     f"initialised in this process; start a new process."
                 ) from None
+    if name == "multi_worker":
+        cluster_size(os.environ.get("TF_CONFIG"))
+        multi_worker.apply()
+        # Collectives ride on gRPC between the workers; the coordination service's heartbeats
+        # turn a dead worker into an UnavailableError on the others within seconds.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return _check_batch(strategy, name, batch_size)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default" or (name == "auto" and not gpus):
         strategy = tf.distribute.get_strategy()
@@ -40,6 +56,10 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
         strategy = tf.distribute.MirroredStrategy(
             cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
+    return _check_batch(strategy, name, batch_size)
+
+
+def _check_batch(strategy, name: str, batch_size: int) -> tf.distribute.Strategy:
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise UsageError(
@@ -48,6 +68,87 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
             f"--batch_size={batch_size - batch_size % replicas or replicas}."
         )
     return strategy
+
+
+def cluster_size(tf_config: str | None) -> int:
+    """Workers in TF_CONFIG; a UsageError when it is missing or not a worker cluster."""
+    if not tf_config:
+        raise UsageError(
+            "--strategy=multi_worker needs TF_CONFIG, the cluster and this task, e.g. "
+            """TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": """
+            """{"type": "worker", "index": 0}}' (see README, Training on several machines)."""
+        )
+    try:
+        config = json.loads(tf_config)
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        if task["type"] != "worker" or not 0 <= int(task["index"]) < len(workers):
+            raise ValueError(f"task {task} is not one of the {len(workers)} workers")
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(
+            f"TF_CONFIG is not a worker cluster ({type(e).__name__}: {e}); give "
+            """{"cluster": {"worker": [host:port, ...]}, "task": {"type": "worker", "index": i}}."""
+        ) from None
+    return len(workers)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True except on the workers other than worker 0 of a multi-worker cluster."""
+    return not is_multi_worker(strategy) or task_id(strategy) == 0
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """A MultiWorkerMirroredStrategy with more than one worker."""
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
+
+
+def task_id(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver.task_id if resolver is not None and resolver.task_id is not None else 0
+
+
+@contextlib.contextmanager
+def work_dir(strategy: tf.distribute.Strategy, output_dir: Path):
+    """The directory this process writes: the run directory on the chief; elsewhere a temporary
+    one, removed when the block ends (every worker saves, as some saves are collective; only the
+    chief's files are kept)."""
+    if is_chief(strategy):
+        yield output_dir
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f"bert_keras-worker{task_id(strategy)}-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# How a multi-worker collective reports a worker that died or cannot be reached.
+LOST_WORKER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+)
+
+
+@contextlib.contextmanager
+def reporting_lost_workers(strategy: tf.distribute.Strategy, output_dir: Path):
+    """Under multi-worker training, a lost worker ends this one with a TrainingError that says
+    what to do, instead of a page of gRPC errors."""
+    try:
+        yield
+    except LOST_WORKER_ERRORS as e:
+        if not is_multi_worker(strategy):
+            raise
+        last = backup.latest(output_dir)
+        where = f"from the last backup ({last.name})" if last else "from the start (no backup yet)"
+        raise TrainingError(
+            f"lost contact with another worker ({type(e).__name__}: the others stopped answering);"
+            f" restart every worker with the same command and TF_CONFIG: they resume {where}."
+        ) from None
 
 
 def cpu_has_bf16() -> bool:

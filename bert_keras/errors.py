@@ -11,6 +11,11 @@ class UsageError(Exception):
     """
 
 
+class TrainingError(Exception):
+    """Training cannot go on (the loss went non-finite, a worker was lost): one line that says
+    what happened, what was kept and what to do. Exit status 1; the run stays resumable."""
+
+
 def cause(e: BaseException) -> str:
     """A library's exception as a short one-line cause for a UsageError message."""
     first_line = next(iter(str(e).splitlines()), "")
@@ -19,9 +24,13 @@ def cause(e: BaseException) -> str:
 
 def exit_on_usage_error(run, *args):
     """Calls `run(*args)`; a UsageError ends the command with `error: <message>` on stderr and
-    exit status 2 (every bert_keras command line reports bad input this way)."""
+    exit status 2 (every bert_keras command line reports bad input this way), a TrainingError
+    likewise with status 1."""
     try:
         return run(*args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -114,10 +114,12 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "strategy",
     "auto",
-    ["auto", "default", "mirrored"],
+    ["auto", "default", "mirrored", "multi_worker"],
     "tf.distribute strategy: `auto` = MirroredStrategy over all GPUs when there are any, else "
     "the default strategy; `default` = one device; `mirrored` = MirroredStrategy over all GPUs, "
-    "or over --num_cpu_devices logical CPU devices when there is no GPU.",
+    "or over --num_cpu_devices logical CPU devices when there is no GPU; `multi_worker` = "
+    "MultiWorkerMirroredStrategy over the machines in TF_CONFIG (run the same command on each; "
+    "worker 0 writes the run directory, which must be on storage all workers see to resume).",
 )
 flags.DEFINE_integer(
     "num_cpu_devices",
@@ -151,6 +153,16 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 
+# === Surviving a kill ===
+flags.DEFINE_integer(
+    "backup_every_steps",
+    200,
+    "Back up the training state (weights, optimizer, progress) to <output_dir>/backup every "
+    "this many steps and at every epoch end; rerunning the same command after a crash resumes "
+    "from the last backup. 0 = at epoch ends only.",
+    lower_bound=0,
+)
+
 # === Output ===
 flags.DEFINE_string(
     "output_dir",
@@ -161,7 +173,8 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "overwrite",
     False,
-    "Replace a finished run in --output_dir. Without it a finished run is never touched.",
+    "Start over in --output_dir, replacing a finished run or discarding an unfinished one's "
+    "backup. Without it a finished run is never touched and an unfinished one is resumed.",
 )
 flags.DEFINE_string(
     "export_name",

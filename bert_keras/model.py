@@ -6,10 +6,12 @@
 TensorShape([32, 6])
 """
 
+import hashlib
 from pathlib import Path
 
 import keras
 import keras_hub
+import numpy as np
 
 from bert_keras import rundir
 from bert_keras.checkpoint import Checkpoint
@@ -78,3 +80,11 @@ def load_best(run_dir: Path, ckpt: Checkpoint, pooling: str, num_labels: int) ->
     classifier = build_classifier(load_backbone(ckpt, 0.0), num_labels, pooling, 0.0)
     classifier.load_weights(str(best))
     return classifier
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """A fingerprint of the model's weights: equal on every worker of a multi-worker run."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value)).tobytes())
+    return digest.hexdigest()

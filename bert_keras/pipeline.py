@@ -77,12 +77,27 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def train_dataset(split, batch_size: int, seed: int, max_seq_length: int, epochs: int):
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    """How many batches `epoch_batches` makes of `rows` rows (each megabatch's last is partial)."""
+    mega = batch_size * BUCKET_BATCHES
+    return rows // mega * BUCKET_BATCHES + -(-(rows % mega) // batch_size)
+
+
+def train_dataset(
+    split, batch_size: int, seed: int, max_seq_length: int, epochs: int, start: tuple = (0, 0)
+):
     """Length-grouped batches for `epochs` epochs in one dataset, for
     `model.fit(..., epochs=epochs, steps_per_epoch=steps)`. Returns (dataset, steps per epoch).
+
+    `start=(epoch, step)` begins at that step of that epoch (0-based): a resumed run sees the
+    batches the interrupted one had not reached, in the same order.
     """
     row_lengths = lengths(split)
-    batches = [b for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+    per_epoch = [epoch_batches(row_lengths, batch_size, seed, e) for e in range(epochs)]
+    first_epoch, first_step = start
+    batches = [b for e in per_epoch[first_epoch:] for b in e][first_step:]
+    if not batches:
+        return None, len(per_epoch[0])  # the backup was made at the end of the last epoch
     index = tf.RaggedTensor.from_row_lengths(np.concatenate(batches), [len(b) for b in batches])
     token_ids, segment_ids = _ragged(split, "input_ids"), _ragged(split, "token_type_ids")
     labels = tf.constant(_labels(split))
@@ -98,7 +113,7 @@ def train_dataset(split, batch_size: int, seed: int, max_seq_length: int, epochs
     ds = tf.data.Dataset.from_tensor_slices(index).map(
         gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    return ds.prefetch(tf.data.AUTOTUNE), len(batches) // epochs
+    return ds.prefetch(tf.data.AUTOTUNE), len(per_epoch[0])
 
 
 def eval_dataset(split, batch_size: int, max_seq_length: int):

@@ -2,12 +2,16 @@
 
     python -m bert_keras.train --flagfile=configs/emotion.flags
 
-Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> fit with
-validation F1 each epoch -> test on the best checkpoint -> SavedModel -> metrics.json.
+Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> (resume from the
+last backup) -> fit with validation F1 each epoch, backups along the way -> test on the best
+checkpoint -> SavedModel -> metrics.json.
 """
 
+import functools
+import json
 import os
 import resource
+import shutil
 import sys
 import time
 import warnings
@@ -17,6 +21,7 @@ import keras
 from absl import app, flags, logging
 
 from bert_keras import (
+    backup,
     checkpoint,
     data,
     distribute,
@@ -43,7 +48,19 @@ def run() -> dict:
     # === Checks: every input a user can get wrong, before any work or any file ===
     strategy = distribute.make_strategy(f.strategy, f.num_cpu_devices, f.batch_size)
     output_dir = Path(f.output_dir or f"runs/{data.name_of(f.dataset)}")
-    rundir.check(output_dir, f.overwrite)
+    state = rundir.check(
+        output_dir, f.overwrite, flagfile(), has_backup=backup.latest(output_dir) is not None
+    )
+    if state == rundir.DONE:
+        results = json.loads((output_dir / rundir.FINISHED).read_text())
+        print(
+            f"{output_dir} holds a finished run of these flags (test micro-F1 "
+            f"{results['test']['micro_f1']:.4f}, SavedModel {results['export']}); nothing to do. "
+            f"Pass --overwrite to train it again."
+        )
+        return results
+    if state == rundir.NEW and (output_dir / rundir.MARKER).is_file() and not f.overwrite:
+        print(f"{output_dir} holds an unfinished run without a backup; starting it over.")
     ckpt = checkpoint.resolve(f.model, f.max_seq_length)
     labeled = data.load(
         f.dataset, f.text_column, f.label_column, f.max_train_examples, f.max_eval_examples
@@ -60,13 +77,11 @@ def run() -> dict:
     tokenize.vocab_of(tokenizer)  # fails now, not at export, if the graph cannot rebuild it
     tokens = tokenize.tokenize(labeled.splits, tokenizer, f.max_seq_length)
 
-    # === tf.data ===
-    train_ds, steps_per_epoch = pipeline.train_dataset(
-        tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs
-    )
+    # === tf.data for evaluation (training's waits for the backup: it starts where that ended) ===
     eval_batch = 2 * f.batch_size  # no gradients to keep: twice the batch fits
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, f.max_seq_length)
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, f.max_seq_length)
+    steps_per_epoch = pipeline.steps_per_epoch(tokens["train"].num_rows, f.batch_size)
     train_tokens = int(pipeline.lengths(tokens["train"]).sum())
 
     # === Model and optimizer ===
@@ -82,50 +97,86 @@ def run() -> dict:
         f"{steps_per_epoch} steps/epoch, {policy}."
     )
 
-    # === Run directory (only now: everything that can fail on input has been tried) ===
-    rundir.create(output_dir)
-    rundir.write_text(output_dir / rundir.MARKER, flagfile())
-    rundir.write_text(output_dir / rundir.LABELS, "\n".join(label_names) + "\n")
+    # === Run directory (only now: everything that can fail on input has been tried). Only the
+    # chief writes it; other workers write theirs to a temporary directory removed at the end
+    # (TensorFlow's multi-worker convention) and read the chief's backup to resume. ===
+    with distribute.work_dir(strategy, output_dir) as run_dir:
+        rundir.create(run_dir, state)
+        rundir.write_text(run_dir / rundir.MARKER, flagfile())
+        rundir.write_text(run_dir / rundir.LABELS, "\n".join(label_names) + "\n")
+        (run_dir / "logs").mkdir(exist_ok=True)
+        (run_dir / rundir.BEST_WEIGHTS).parent.mkdir(exist_ok=True)
 
-    # === Train: validation F1 first in the list, so the callbacks after it see it ===
-    best_weights = output_dir / rundir.BEST_WEIGHTS
-    best_weights.parent.mkdir()
-    timer = EpochTimer()
-    f1 = metrics.F1Callback(val_ds, val_labels, label_names)
-    callbacks = [
-        timer,
-        f1,
-        keras.callbacks.ModelCheckpoint(
-            str(best_weights),
-            monitor="val_micro_f1",
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        keras.callbacks.CSVLogger(str(output_dir / "logs" / "training.csv")),
-        keras.callbacks.TensorBoard(str(output_dir / "logs")),
-    ]
-    if f.early_stopping_patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_micro_f1", mode="max", patience=f.early_stopping_patience
+        # === Resume from the last backup, if an earlier attempt of this command made one ===
+        progress = backup.State()
+        if state == rundir.RESUME:
+            progress = backup.restore(output_dir, classifier)
+            epoch, step = progress.position(steps_per_epoch)
+            print(
+                f"Resuming from the backup at step {progress.step} (epoch {epoch + 1}, step "
+                f"{step} of {steps_per_epoch}) in {output_dir / backup.FOLDER}."
             )
-        )
-    (output_dir / "logs").mkdir()
-    classifier.fit(
-        train_ds,
-        epochs=f.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline reshuffles, seeded
-        verbose=2 if _quiet() else 1,
-    )
-    epochs_run = len(f1.epochs)
+            progress.resumed_at.append(progress.step)
+            if run_dir != output_dir and (output_dir / rundir.BEST_WEIGHTS).is_file():
+                # Another worker tests the same best checkpoint as the chief: its own copy.
+                shutil.copy(output_dir / rundir.BEST_WEIGHTS, run_dir / rundir.BEST_WEIGHTS)
 
-    # === Test the best checkpoint ===
-    classifier.load_weights(str(best_weights))
-    best = max(f1.epochs, key=lambda e: e["validation"]["micro_f1"])
-    test = metrics.evaluate(classifier, test_ds, test_labels, label_names)
+        # === Train: validation F1 first in the list, so the callbacks after it see it ===
+        timer = EpochTimer(progress.training_seconds, progress.first_step_seconds)
+        f1 = metrics.F1Callback(val_ds, val_labels, label_names, epochs=progress.epochs)
+        best = metrics.BestEpoch(
+            f1.epochs,
+            run_dir / rundir.BEST_WEIGHTS,
+            run_dir / "logs" / "training.csv",
+            f.early_stopping_patience,
+        )
+        callbacks = [
+            timer,
+            f1,
+            metrics.StopOnNonFiniteLoss(lambda: _after_nonfinite(output_dir, best)),
+            best,
+            metrics.StepLog(run_dir / "logs" / "steps.csv", progress.step),
+            backup.Backup(
+                run_dir / backup.FOLDER,
+                f.backup_every_steps,
+                lambda: {
+                    "epochs": f1.epochs,
+                    "training_seconds": timer.elapsed(),
+                    "first_step_seconds": timer.first_step_seconds,
+                    "resumed_at": progress.resumed_at,
+                },
+            ),
+            keras.callbacks.TensorBoard(str(run_dir / "logs")),
+        ]
+        epoch, step = progress.position(steps_per_epoch)
+        train_ds, _ = pipeline.train_dataset(
+            tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs, start=(epoch, step)
+        )
+        fit = functools.partial(
+            classifier.fit,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline reshuffles, seeded
+            verbose=2 if _quiet() else 1,
+        )
+        with distribute.reporting_lost_workers(strategy, output_dir):
+            if step:  # finish the interrupted epoch first: Keras counts an epoch from its start
+                n = steps_per_epoch - step
+                fit(train_ds.take(n), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=n)
+                train_ds, epoch = train_ds.skip(n), epoch + 1
+            if epoch < f.epochs and not best.should_stop():
+                fit(train_ds, initial_epoch=epoch, epochs=f.epochs, steps_per_epoch=steps_per_epoch)
+        epochs_run = len(f1.epochs)
+        final_weights = model.weights_sha256(classifier)
+        if distribute.is_multi_worker(strategy):
+            print(
+                f"Worker {distribute.task_id(strategy)}: training done, final weights sha256 "
+                f"{final_weights} (the same on every worker)."
+            )
+
+        # === Test the best checkpoint ===
+        classifier.load_weights(str(run_dir / rundir.BEST_WEIGHTS))
+        best_epoch = best.best()
+        test = metrics.evaluate(classifier, test_ds, test_labels, label_names)
 
     # === Export and metrics.json (last: its presence marks the run finished) ===
     results = {
@@ -133,7 +184,7 @@ def run() -> dict:
         "model": ckpt.name,
         "parameters": classifier.count_params(),
         "label_names": label_names,
-        "best_epoch": best["epoch"],
+        "best_epoch": best_epoch["epoch"],
         "epochs": f1.epochs,
         "test": test,
         "speed": {
@@ -145,8 +196,12 @@ def run() -> dict:
             "policy": policy,
             "seconds_to_first_step": timer.first_step_seconds,
         },
+        "resumed_at_steps": progress.resumed_at,
+        "final_weights_sha256": final_weights,
         "versions": rundir.versions(),
     }
+    if not distribute.is_chief(strategy):
+        return results
     # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
     # float32 from the best weights.
     export_dir = export.from_run(
@@ -155,8 +210,24 @@ def run() -> dict:
     results["export"] = str(export_dir)
     results["wall_seconds"] = time.time() - started
     rundir.write_json(output_dir / rundir.FINISHED, results)
+    backup.remove(output_dir)
     print(summary(results, output_dir))
     return results
+
+
+def _after_nonfinite(output_dir: Path, best: "metrics.BestEpoch") -> str:
+    """What a non-finite loss leaves behind and what to do, for its error message."""
+    kept = "no epoch had finished, so there is no best checkpoint"
+    b = best.best()
+    if b is not None:
+        kept = (
+            f"the best checkpoint so far (epoch {b['epoch']}, validation micro-F1 "
+            f"{b['validation']['micro_f1']:.4f}) is kept in {output_dir / rundir.BEST_WEIGHTS}"
+        )
+    return (
+        f"{kept}. Lower --learning_rate (now {FLAGS.learning_rate:g}) or --clip_norm (now "
+        f"{FLAGS.clip_norm:g}) and start over with --overwrite."
+    )
 
 
 def make_classifier(ckpt, num_labels: int, total_steps: int) -> keras.Model:
@@ -183,10 +254,19 @@ def make_classifier(ckpt, num_labels: int, total_steps: int) -> keras.Model:
 
 class EpochTimer(keras.callbacks.Callback):
     """Seconds spent training, without the validation that follows each epoch; and seconds
-    from the process's start (the command) to the end of the first training step."""
+    from the process's start (the command) to the end of the first training step. A resumed
+    run starts from the interrupted one's figures."""
 
-    seconds = 0.0
-    first_step_seconds = None
+    def __init__(self, seconds: float = 0.0, first_step_seconds: float | None = None):
+        super().__init__()
+        self.seconds = seconds
+        self.first_step_seconds = first_step_seconds
+        self._start = None
+
+    def elapsed(self) -> float:
+        """Seconds so far, the epoch in progress included."""
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self.seconds + running
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -196,7 +276,8 @@ class EpochTimer(keras.callbacks.Callback):
             self.first_step_seconds = time.time() - _process_start()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds += time.perf_counter() - self._start
+        self.seconds = self.elapsed()
+        self._start = None
 
 
 def _process_start() -> float:

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +122,47 @@ def run_cli(
     )
 
 
+def start_python(*args: str, log: Path, **env) -> subprocess.Popen:
+    """`python <args>` (e.g. "-m", "bert_keras.train", ...) started in the background; stdout and
+    stderr go to `log`.out / `log`.err. The caller reaps it (`reap`)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=open(f"{log}.out", "w"),  # noqa: SIM115  (the child holds it)
+        stderr=open(f"{log}.err", "w"),  # noqa: SIM115
+    )
+
+
+def reap(*procs: subprocess.Popen):
+    """Kills and waits for processes (a failed test leaves none behind)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def wait_for_backup(run_dir: Path, step: int, procs, timeout: float = 300) -> int:
+    """Waits until run_dir/backup holds a backup of at least `step` steps; returns its step.
+    Fails if a process ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [int(p.name.removeprefix("step-")) for p in (run_dir / "backup").glob("step-*")]
+        if found and max(found) >= step:
+            return max(found)
+        ended = [p.returncode for p in procs if p.poll() is not None]
+        assert not ended, f"training ended (status {ended}) before a backup of step {step}"
+        time.sleep(0.005)
+    raise AssertionError(f"no backup of step {step} within {timeout} s")
+
+
 def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
         f"--model={tiny_bert}",
         "--max_seq_length=64",
-        "--max_train_examples=256",
+        "--max_train_examples=400",
         "--max_eval_examples=64",
         "--batch_size=16",
         "--epochs=2",
@@ -137,7 +174,8 @@ def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_bert, tmp_path_factory) -> Path:
-    """One finished CLI run of the tiny model on 256 emotion rows, dropout off."""
+    """One finished CLI run of the tiny model on 400 emotion rows (2 epochs of 25 steps), dropout
+    off."""
     output_dir = tmp_path_factory.mktemp("runs") / "tiny"
     result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, output_dir, "--dropout=0"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,112 @@
+"""Surviving faults on one machine: kill -9 mid-epoch then the same command resumes; a loss that
+goes non-finite stops the run with the best checkpoint kept."""
+
+import json
+import re
+
+import h5py
+import numpy as np
+from conftest import reap, run_cli, start_python, tiny_train_args, wait_for_backup
+from test_train import step_losses
+
+
+def test_kill_9_mid_epoch_then_the_same_command_resumes(tiny_bert, tmp_path):
+    # Dropout on (0.1): the resumed run must also continue the dropout masks' random stream.
+    whole = tmp_path / "uninterrupted"
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, whole))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "killed"
+    args = tiny_train_args(tiny_bert, run, "--backup_every_steps=4")
+    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
+    try:
+        wait_for_backup(run, 28, [proc])  # epoch 2 is steps 26-50
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        proc.wait()
+    finally:
+        reap(proc)
+    assert proc.returncode == -9
+    assert not (run / "metrics.json").exists()
+    # The newest backup is whole (an older one may be left if the kill came between the two).
+    backups = sorted((run / "backup").glob("step-*"), key=lambda p: int(p.name[5:]))
+    assert 1 <= len(backups) <= 2
+    backup = backups[-1]
+    step = int(backup.name.removeprefix("step-"))
+    assert 28 <= step < 50 and step % 25  # in the middle of epoch 2
+    backup_files = {p.name: p.read_bytes() for p in backup.iterdir()}
+
+    # Other flags would mix two runs: refused, the backup untouched.
+    result = run_cli("bert_keras.train", *args, "--learning_rate=0.01")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --output_dir={run} holds an unfinished run with other flags "
+        f"(--learning_rate=0.01 (was 0.001)); resume it with --flagfile={run}/run.flags, pass "
+        f"--overwrite to start over, or choose another --output_dir."
+    )
+    assert {p.name: p.read_bytes() for p in backup.iterdir()} == backup_files
+
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        f"Resuming from the backup at step {step} (epoch 2, step {step - 25} of 25)"
+        in result.stdout
+    )
+    assert "Epoch 1/" not in result.stdout  # epoch 1 is not run again
+    resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (run, whole))
+    assert resumed["resumed_at_steps"] == [step]
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    csv_rows = (run / "logs" / "training.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in csv_rows] == ["epoch", "1", "2"]
+    # Same seed: the resumed run continues the same trajectory, dropout masks included.
+    np.testing.assert_allclose(step_losses(run), step_losses(whole), rtol=1e-4)
+    assert [e["validation"]["micro_f1"] for e in resumed["epochs"]] == [
+        e["validation"]["micro_f1"] for e in uninterrupted["epochs"]
+    ]
+    assert abs(resumed["test"]["micro_f1"] - uninterrupted["test"]["micro_f1"]) <= 0.005
+    assert not (run / "backup").exists()  # finished: the backup is gone
+    assert (run / "export" / "emotion" / "1" / "saved_model.pb").is_file()
+
+
+def test_non_finite_loss_stops_with_the_best_checkpoint_kept(tiny_bert, tmp_path):
+    run = tmp_path / "diverged"
+    # One step per epoch and an absurd learning rate: a few sane epochs, then overflow.
+    args = [
+        *tiny_train_args(tiny_bert, run, "--dropout=0", "--backup_every_steps=1"),
+        "--max_train_examples=16",
+        "--epochs=10",
+        "--learning_rate=1e9",
+        "--early_stopping_patience=0",
+    ]
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(
+        r"error: the (training|validation) loss became (nan|inf|-inf) (at|after) step (\d+); "
+        r"the best checkpoint so far \(epoch (\d+), validation micro-F1 [0-9.]+\) is kept in "
+        + re.escape(str(run / "checkpoints" / "best.weights.h5"))
+        + r"\. Lower --learning_rate \(now 1e\+09\) or --clip_norm \(now 1\) and start over "
+        r"with --overwrite\.",
+        last,
+    )
+    assert found, last
+    bad_step, best_epoch = int(found[4]), int(found[5])
+    assert best_epoch < bad_step
+    assert not (run / "metrics.json").exists()
+    # Nothing non-finite was saved: the best checkpoint and every backup hold finite weights.
+    saved = [run / "checkpoints" / "best.weights.h5", *run.glob("backup/step-*/state.weights.h5")]
+    for path in saved:
+        assert all(np.isfinite(a).all() for a in _float_arrays(path)), path
+    steps = (run / "logs" / "steps.csv").read_text().splitlines()[1:]
+    assert int(steps[-1].split(",")[0]) <= bad_step
+
+
+def _float_arrays(h5_path) -> list:
+    arrays = []
+
+    def visit(_, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f":
+            arrays.append(obj[()])
+
+    with h5py.File(h5_path) as f:
+        f.visititems(visit)
+    assert arrays
+    return arrays
