@@ -1,8 +1,10 @@
 """Stage 1: a Hugging Face text-classification data set, checked, with its label names.
 
-`load` returns train/validation/test splits with exactly two columns, `text` (str) and `label`
-(int id in [0, num_labels)), and the label names: the one source of truth every later stage
-and artifact reads them from.
+`load` returns train/validation/test splits with the columns `text` (str), `label` (int id in
+[0, num_labels)) and, for sentence pairs, `text_pair` (str), and the label names: the one source
+of truth every later stage and artifact reads them from. Names come from --label_names, else the
+data set's ClassLabel, else a labels.txt beside the split files, else the sorted string labels.
+A data set without a validation split gets one carved off train (stratified, seeded).
 
 >>> data = load("emotion", max_train_examples=1000, max_eval_examples=100)
 >>> data.label_names
@@ -41,20 +43,50 @@ def load(
     label_column: str = "label",
     max_train_examples: int = 0,
     max_eval_examples: int = 0,
+    text_pair_column: str = "",
+    label_names: list[str] | str = (),
+    validation_fraction: float = 0.1,
+    seed: int = 42,
 ) -> LabeledData:
     name = name_of(dataset)
     if dataset == "emotion" and not os.path.exists(dataset):
         dataset = str(EMOTION_DIR)
-    splits, label_names = _read(dataset)
-    for split in SPLITS:
-        _check_columns(splits[split], split, text_column, label_column)
-    label_names = _label_names(splits, label_column, label_names, dataset)
-    splits = datasets.DatasetDict(
-        {s: _canonical(splits[s], s, text_column, label_column, label_names) for s in SPLITS}
-    )
+    splits, from_file = _read(dataset)
+    columns = {"text_column": text_column, "label_column": label_column}
+    if text_pair_column:
+        columns["text_pair_column"] = text_pair_column
+    for split in splits:
+        _check_columns(splits[split], split, columns)
+    if isinstance(label_names, str):
+        label_names = [n for n in label_names.split(",") if n]
+    names = _label_names(splits, label_column, list(label_names) or from_file, dataset)
+    splits = datasets.DatasetDict({s: _canonical(splits[s], s, columns, names) for s in splits})
+    if "validation" not in splits:
+        splits = _carve_validation(splits, validation_fraction, seed)
     splits["train"] = _subset(splits["train"], max_train_examples)
     splits["validation"] = _subset(splits["validation"], max_eval_examples)
-    return LabeledData(name=name, splits=splits, label_names=label_names)
+    return LabeledData(name=name, splits=splits, label_names=names)
+
+
+def _carve_validation(splits, fraction: float, seed: int) -> datasets.DatasetDict:
+    """A validation split from train: `fraction` of each label's rows, drawn with `seed`."""
+    train = splits["train"]
+    labels = np.asarray(train.with_format("arrow")["label"])
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        held.extend(rows[: max(1, round(fraction * len(rows)))] if len(rows) > 1 else [])
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    keep = np.setdiff1d(np.arange(train.num_rows), held)
+    print(
+        f"The data set has no validation split: {len(held):,} of {train.num_rows:,} train rows "
+        f"({fraction:.0%} of each label, seed {seed}) are set aside as validation "
+        f"(--validation_fraction)."
+    )
+    return datasets.DatasetDict(
+        {"train": train.select(keep), "validation": train.select(held), "test": splits["test"]}
+    )
 
 
 def name_of(dataset: str) -> str:
@@ -85,11 +117,12 @@ def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:
             f"Hub failed ({cause(e)}). Give a local "
             f"folder, or use `emotion` offline."
         ) from None
-    missing = [s for s in SPLITS if s not in splits]
+    missing = [s for s in ("train", "test") if s not in splits]
     if missing:
         raise UsageError(
             f"--dataset={dataset} has no {' or '.join(missing)} split (it has "
-            f"{', '.join(splits)}); give a data set with train, validation and test splits."
+            f"{', '.join(splits)}); give a data set with train and test splits (and validation, "
+            f"or it is carved off train)."
         )
     return splits, None
 
@@ -99,6 +132,8 @@ def _read_folder(folder: Path) -> tuple[datasets.DatasetDict, list[str] | None]:
     for split in SPLITS:
         files = [folder / f"{split}{suffix}" for suffix in BUILDERS]
         found = [f for f in files if f.is_file()]
+        if not found and split == "validation":
+            continue  # carved off train later
         if not found:
             present = sorted(p.name for p in folder.iterdir() if p.is_file())
             raise UsageError(
@@ -125,8 +160,8 @@ def _read_folder(folder: Path) -> tuple[datasets.DatasetDict, list[str] | None]:
     return datasets.DatasetDict(splits), names
 
 
-def _check_columns(ds: datasets.Dataset, split: str, text_column: str, label_column: str):
-    for flag, column in (("text_column", text_column), ("label_column", label_column)):
+def _check_columns(ds: datasets.Dataset, split: str, columns: dict[str, str]):
+    for flag, column in columns.items():
         if column not in ds.column_names:
             raise UsageError(
                 f"split `{split}` has no column `{column}` (--{flag}); its columns are: "
@@ -134,36 +169,54 @@ def _check_columns(ds: datasets.Dataset, split: str, text_column: str, label_col
             )
 
 
-def _label_names(splits, label_column: str, from_file: list[str] | None, dataset: str):
+def _label_names(splits, label_column: str, given: list[str] | None, dataset: str):
     feature = splits["train"].features[label_column]
+    strings = getattr(feature, "dtype", None) in ("string", "large_string")
+    if given and (len(set(given)) != len(given) or len(given) < 2):
+        raise UsageError(
+            f"label names {given} (--label_names or labels.txt): give two or more distinct names."
+        )
+    if given and not strings:
+        return list(given)
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
-    if from_file:
-        return from_file
-    if feature.dtype in ("string", "large_string"):
+    if strings:
         values = set()
-        for split in SPLITS:
+        for split in splits:
             values.update(v for v in splits[split][label_column] if v is not None)
+        if given:
+            unknown = sorted(values - set(given))
+            if unknown:
+                raise UsageError(
+                    f"labels {unknown[:5]} are not among the label names {given}; add them to "
+                    f"--label_names (or labels.txt)."
+                )
+            return list(given)
         return sorted(values)
     raise UsageError(
-        f"--dataset={dataset}: labels are ids but no names are known. Add a labels.txt (one "
-        f"name a line, in id order) beside the split files, or use string labels."
+        f"--dataset={dataset}: labels are ids but no names are known. Pass --label_names=a,b,c "
+        f"(in id order), add a labels.txt beside the split files, or use string labels."
     )
 
 
-def _canonical(ds, split, text_column, label_column, label_names) -> datasets.Dataset:
-    """Rename to text/label, labels as int64 ids; reject rows no model can learn from.
+def _canonical(ds, split, columns: dict[str, str], label_names) -> datasets.Dataset:
+    """Rename to text/label(/text_pair), labels as int64 ids; reject rows no model can learn
+    from.
 
     Only Arrow-backed operations, so that the datasets cache keeps what follows (tokenization)
     for the next run.
     """
-    ds = ds.select_columns([text_column, label_column])
-    for row, text in enumerate(ds.data.table.column(text_column).to_pylist()):
-        if not isinstance(text, str) or not text.strip():
-            what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
-            raise UsageError(
-                f"split `{split}` row {row} (0-based): the text is {what}. Fix or drop that row."
-            )
+    text_column, label_column = columns["text_column"], columns["label_column"]
+    pair_column = columns.get("text_pair_column")
+    ds = ds.select_columns([c for c in (text_column, pair_column, label_column) if c])
+    for column in (text_column, pair_column) if pair_column else (text_column,):
+        for row, text in enumerate(ds.data.table.column(column).to_pylist()):
+            if not isinstance(text, str) or not text.strip():
+                what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
+                raise UsageError(
+                    f"split `{split}` row {row} (0-based): the text in column `{column}` is "
+                    f"{what}. Fix or drop that row."
+                )
     raw = ds.data.table.column(label_column).to_pylist()
     index = {name: i for i, name in enumerate(label_names)}
     strings = any(isinstance(v, str) for v in raw)
@@ -176,11 +229,14 @@ def _canonical(ds, split, text_column, label_column, label_names) -> datasets.Da
             f"{len(label_names)} labels [0, {len(label_names)}) ({', '.join(label_names)}); "
             f"{bad.size} rows are affected. Fix the labels or the label names (labels.txt)."
         )
-    ds = ds.rename_columns(
-        {c: n for c, n in ((text_column, "text"), (label_column, "label")) if c != n}
-    )
+    renames = ((text_column, "text"), (pair_column, "text_pair"), (label_column, "label"))
+    ds = ds.rename_columns({c: n for c, n in renames if c and c != n})
     features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.Value("int64")}
+        {
+            "text": datasets.Value("string"),
+            **({"text_pair": datasets.Value("string")} if pair_column else {}),
+            "label": datasets.Value("int64"),
+        }
     )
     if strings:
         return ds.map(

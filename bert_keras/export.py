@@ -5,10 +5,12 @@ sibling and renamed into place when complete, so a server watching `<base>/<name
 half a model, and an existing version is never overwritten.
 
 Signatures:
-- `serving_default`: `text` (tf.string [None]) -> `probabilities` (float32 [None, labels]),
-  `label_id` (int32 [None]), `label` (tf.string [None]).
+- `serving_default`: `text` (tf.string [None]; and `text_pair` for a sentence-pair model) ->
+  `probabilities` (float32 [None, labels]), `label_id` (int32 [None]), `label` (tf.string [None]).
 - `serve_token_ids`: `token_ids`, `segment_ids`, `padding_mask` (int32 [None, None]) -> the same,
   for clients that tokenize themselves.
+
+`MODEL_CARD.md` (data, metrics, hyperparameters, limits) sits beside `saved_model.pb`.
 
 Tokenization runs in the graph with TF Text's FastBertTokenizer, built from the training
 tokenizer's vocab and normalisation; the graph uses only core ops and TF Text's FastBert ops
@@ -34,7 +36,7 @@ import tensorflow_text as tf_text
 from absl import app, flags, logging
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from bert_keras import checkpoint, data, model, rundir, tokenize
+from bert_keras import checkpoint, data, model, report, rundir, tokenize
 from bert_keras.errors import exit_on_usage_error
 from bert_keras.tokenize import Vocab
 
@@ -62,27 +64,63 @@ class InGraphTokenizer(tf.Module):
             token_out_type=tf.int32,
         )
 
-    def __call__(self, text):
+    def __call__(self, text, text_pair=None):
+        """[CLS] text [SEP], or [CLS] text [SEP] text_pair [SEP] with segment ids 0 then 1."""
+        first = self._pieces(text)
+        edge = tf.ones([first.nrows(), 1], tf.int32)
+        cls = tf.RaggedTensor.from_tensor(edge * self.vocab.cls_id)
+        sep = tf.RaggedTensor.from_tensor(edge * self.vocab.sep_id)
+        if text_pair is None:
+            parts = [cls, first[:, : self.max_seq_length - 2], sep]
+            segment_of = [0, 0, 0]
+        else:
+            second = self._pieces(text_pair)
+            keep_first, keep_second = longest_first(
+                first.row_lengths(), second.row_lengths(), self.max_seq_length - 3
+            )
+            parts = [cls, _head(first, keep_first), sep, _head(second, keep_second), sep]
+            segment_of = [0, 0, 0, 1, 1]
+        token_ids = tf.concat(parts, axis=1)
+        segment_ids = tf.concat(
+            [tf.ones_like(part) * segment for part, segment in zip(parts, segment_of, strict=True)],
+            axis=1,
+        )
+        return {
+            "token_ids": token_ids.to_tensor(self.vocab.pad_id),
+            "segment_ids": segment_ids.to_tensor(0),
+            "padding_mask": tf.ones_like(token_ids).to_tensor(0),
+        }
+
+    def _pieces(self, text) -> tf.RaggedTensor:
         # Invalid UTF-8 becomes U+FFFD (then deleted) instead of failing the whole request.
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
         )
         text = tf.strings.regex_replace(text, _DELETED_CHARS, "")
-        pieces = self.fast_bert.tokenize(text)[:, : self.max_seq_length - 2]
-        edge = tf.ones([pieces.nrows(), 1], tf.int32)
-        token_ids = tf.concat(
-            [
-                tf.RaggedTensor.from_tensor(edge * self.vocab.cls_id),
-                pieces,
-                tf.RaggedTensor.from_tensor(edge * self.vocab.sep_id),
-            ],
-            axis=1,
-        )
-        return {
-            "token_ids": token_ids.to_tensor(self.vocab.pad_id),
-            "segment_ids": tf.zeros_like(token_ids).to_tensor(0),
-            "padding_mask": tf.ones_like(token_ids).to_tensor(0),
-        }
+        return self.fast_bert.tokenize(text)
+
+
+def longest_first(first, second, budget):
+    """How many tokens of each text a pair keeps within `budget`: the Hugging Face tokenizers'
+    `longest_first` truncation (tokenizers/src/utils/truncation.rs), per row. The shorter text
+    is kept whole if the longer can have the rest; else each gets half, the longer (the second
+    on ties) the odd token."""
+    budget = tf.cast(budget, first.dtype)
+    first_shorter = first <= second
+    short = tf.minimum(first, second)
+    halves = 2 * short > budget
+    keep_short = tf.where(halves, budget // 2, short)
+    keep_long = tf.where(halves, budget // 2 + budget % 2, budget - short)
+    fits = first + second <= budget
+    keep_first = tf.where(fits, first, tf.where(first_shorter, keep_short, keep_long))
+    keep_second = tf.where(fits, second, tf.where(first_shorter, keep_long, keep_short))
+    return keep_first, keep_second
+
+
+def _head(ragged: tf.RaggedTensor, lengths) -> tf.RaggedTensor:
+    """The first lengths[i] items of each row i."""
+    positions = tf.ragged.range(ragged.row_lengths())
+    return tf.ragged.boolean_mask(ragged, positions < tf.cast(lengths, tf.int64)[:, None])
 
 
 # Rows per model call inside one request (see TextClassifier.logits_by_length). Measured on the
@@ -94,8 +132,16 @@ CHUNK_ROWS = 8
 class TextClassifier(tf.Module):
     """The fine-tuned model with its tokenizer in front, as saved in the export."""
 
-    def __init__(self, classifier: keras.Model, vocab: Vocab, max_seq_length: int, label_names):
+    def __init__(
+        self,
+        classifier: keras.Model,
+        vocab: Vocab,
+        max_seq_length: int,
+        label_names,
+        text_pair: bool = False,
+    ):
         super().__init__()
+        self.text_pair = text_pair
         # The weights alone are tracked: tracking the Keras model would save its optimizer's
         # state too (measured for MiniLM: 265 MB instead of 90 MB). And the tf.Variables inside
         # the Keras variables, not the Keras variables: those save as copies ("Variable_N") that
@@ -155,12 +201,26 @@ class TextClassifier(tf.Module):
         )
         return tf.gather(results.concat(), tf.math.invert_permutation(order))
 
-    # No autograph: there is no Python control flow to convert, and with it two full MiniLM runs
-    # failed at export inside autograph-converted calls (a wrong object reached the model; root
-    # cause not found, never seen on short runs).
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
-    def serve_text(self, text):
-        return self.classify(self.tokenizer(text))
+    def serving_default(self):
+        """The raw-text signature: (text) or, for a sentence-pair model, (text, text_pair).
+
+        No autograph: there is no Python control flow to convert, and with it two full MiniLM
+        runs failed at export inside autograph-converted calls (a wrong object reached the model;
+        root cause not found, never seen on short runs).
+        """
+        text = tf.TensorSpec([None], tf.string, name="text")
+        if self.text_pair:
+            pair = tf.TensorSpec([None], tf.string, name="text_pair")
+            return tf.function(
+                lambda text, text_pair: self.classify(self.tokenizer(text, text_pair)),
+                input_signature=[text, pair],
+                autograph=False,
+            )
+        return tf.function(
+            lambda text: self.classify(self.tokenizer(text)),
+            input_signature=[text],
+            autograph=False,
+        )
 
     @tf.function(
         input_signature=[
@@ -191,15 +251,20 @@ WARMUP_TEXTS = [
 ]
 
 
-def warmup_records(name: str, tokenizer: InGraphTokenizer) -> list[bytes]:
-    """Batches of 1 and 8 texts for `serving_default`, and 8 rows of ids for `serve_token_ids`."""
+def warmup_records(name: str, tokenizer: InGraphTokenizer, text_pair: bool) -> list[bytes]:
+    """Batches of 1 and 8 texts (or pairs) for `serving_default`, and 8 rows of ids for
+    `serve_token_ids`."""
     requests = []
-    for texts in (WARMUP_TEXTS[:1], WARMUP_TEXTS):
+    pairs = WARMUP_TEXTS[::-1]
+    for n in (1, len(WARMUP_TEXTS)):
         request = predict_pb2.PredictRequest()
-        request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+        inputs = {"text": WARMUP_TEXTS[:n], **({"text_pair": pairs[:n]} if text_pair else {})}
+        for key, texts in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
         requests.append(("serving_default", request))
     request = predict_pb2.PredictRequest()
-    for key, value in tokenizer(tf.constant(WARMUP_TEXTS)).items():
+    ids = tokenizer(tf.constant(WARMUP_TEXTS), tf.constant(pairs) if text_pair else None)
+    for key, value in ids.items():
         request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
     requests.append(("serve_token_ids", request))
     records = []
@@ -233,12 +298,14 @@ def write(
     model_base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=model_base, prefix=".tmp-"))  # not a number: servers skip it
     try:
-        module = TextClassifier(classifier, vocab, max_seq_length, label_names)
+        module = TextClassifier(
+            classifier, vocab, max_seq_length, label_names, text_pair=info["text_pair"]
+        )
         tf.saved_model.save(
             module,
             str(tmp),
             signatures={
-                "serving_default": module.serve_text,
+                "serving_default": module.serving_default(),
                 "serve_token_ids": module.serve_token_ids,
             },
         )
@@ -247,10 +314,11 @@ def write(
         (assets / "labels.txt").write_text("\n".join(label_names) + "\n")
         (assets / "vocab.txt").write_text("\n".join(vocab.tokens) + "\n")
         (assets / "bert_keras.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "MODEL_CARD.md").write_text(report.model_card(info))
         extra = tmp / "assets.extra"
         extra.mkdir()
         with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
-            for record in warmup_records(model_base.name, module.tokenizer):
+            for record in warmup_records(model_base.name, module.tokenizer, module.text_pair):
                 writer.write(record)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a server may run as another user
         return _rename_to_next_version(tmp, model_base)
@@ -308,7 +376,8 @@ def from_run(
         "vocab_size": len(vocab.tokens),
         "vocab_sha256": vocab.sha256,
         "lowercase": vocab.lowercase,
-        "signatures": SIGNATURES,
+        "text_pair": bool(run_flags.get("text_pair_column")),
+        "signatures": signatures(bool(run_flags.get("text_pair_column"))),
         "training": {
             "run_dir": str(run_dir.resolve()),
             "finished": results is not None,
@@ -330,20 +399,23 @@ def from_run(
     )
 
 
-SIGNATURES = {
-    "serving_default": {
-        "inputs": {"text": "string [batch]"},
-        "outputs": {
-            "probabilities": "float32 [batch, labels]",
-            "label_id": "int32 [batch]",
-            "label": "string [batch]",
+def signatures(text_pair: bool) -> dict:
+    """The export's signatures, as recorded in bert_keras.json."""
+    texts = ("text", "text_pair") if text_pair else ("text",)
+    return {
+        "serving_default": {
+            "inputs": {name: "string [batch]" for name in texts},
+            "outputs": {
+                "probabilities": "float32 [batch, labels]",
+                "label_id": "int32 [batch]",
+                "label": "string [batch]",
+            },
         },
-    },
-    "serve_token_ids": {
-        "inputs": {name: "int32 [batch, tokens]" for name in model.INPUTS},
-        "outputs": "as serving_default",
-    },
-}
+        "serve_token_ids": {
+            "inputs": {name: "int32 [batch, tokens]" for name in model.INPUTS},
+            "outputs": "as serving_default",
+        },
+    }
 
 
 def _training_metrics(results: dict) -> dict:
@@ -353,6 +425,8 @@ def _training_metrics(results: dict) -> dict:
         "epochs_run": len(results["epochs"]),
         "validation": best["validation"],
         "test": results["test"],
+        "train_label_counts": results.get("train_label_counts"),
+        "class_weight": results.get("class_weight"),
     }
 
 

@@ -22,6 +22,27 @@ flags.DEFINE_string(
     "Name of the column holding the label: an integer id, or a string name (then the ids are "
     "the sorted names).",
 )
+flags.DEFINE_string(
+    "text_pair_column",
+    "",
+    "Name of a column holding a second text (sentence pairs: premise/hypothesis, question/"
+    "answer). It is fed as segment 1 after [SEP]; the export then takes `text` and `text_pair`. "
+    "Empty = single texts.",
+)
+flags.DEFINE_list(
+    "label_names",
+    [],
+    "The label names in id order (`--label_names=neg,pos`), when the data holds integer ids: "
+    "overrides a labels.txt beside the split files and the data set's own names.",
+)
+flags.DEFINE_float(
+    "validation_fraction",
+    0.1,
+    "When the data set has no validation split: the share of train rows set aside for it, "
+    "stratified by label and drawn with --seed.",
+    lower_bound=0.01,
+    upper_bound=0.5,
+)
 flags.DEFINE_integer(
     "max_train_examples",
     0,
@@ -96,6 +117,14 @@ flags.DEFINE_float(
     1.0,
     "Clip gradients to this global norm. 0 = no clipping.",
     lower_bound=0.0,
+)
+flags.DEFINE_enum(
+    "class_weight",
+    "none",
+    ["none", "balanced"],
+    "Weight each training example's loss by its class: `balanced` = rows / (labels x rows of "
+    "the class), from the training split's label counts (scikit-learn's formula), so rare "
+    "classes count as much as common ones.",
 )
 flags.DEFINE_integer(
     "early_stopping_patience",

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from bert_keras import rundir
-from bert_keras.errors import TrainingError
+from bert_keras.errors import TrainingError, UsageError
 
 
 def classification_metrics(y_true, logits, label_names) -> dict:
@@ -45,11 +45,30 @@ def classification_metrics(y_true, logits, label_names) -> dict:
     }
 
 
-def evaluate(model: keras.Model, dataset, y_true, label_names) -> dict:
+def class_weights(counts: np.ndarray, how: str) -> dict[int, float] | None:
+    """Keras `class_weight` for --class_weight from the training label counts: None, or
+    balanced weights (rows / (labels x rows of the class), scikit-learn's formula)."""
+    if how == "none":
+        return None
+    if (counts == 0).any():
+        missing = ", ".join(str(i) for i in np.flatnonzero(counts == 0))
+        raise UsageError(
+            f"--class_weight={how}: label id(s) {missing} have no training rows; give every "
+            f"label training rows or use --class_weight=none."
+        )
+    return {i: float(counts.sum() / (len(counts) * c)) for i, c in enumerate(counts)}
+
+
+def predict(model: keras.Model, dataset, y_true) -> np.ndarray:
+    """float32 logits for every row of an eval dataset."""
     logits = model.predict(dataset, verbose=0)
     if len(logits) != len(y_true):
         raise RuntimeError(f"evaluated {len(logits)} examples, expected {len(y_true)}")
-    return classification_metrics(y_true, logits.astype(np.float32), label_names)
+    return logits.astype(np.float32)
+
+
+def evaluate(model: keras.Model, dataset, y_true, label_names) -> dict:
+    return classification_metrics(y_true, predict(model, dataset, y_true), label_names)
 
 
 def format_metrics(m: dict) -> str:

@@ -5,7 +5,8 @@
     cat texts.txt | python -m bert_keras.predict --export_dir=... --input_file=-
 
 Prints one JSON object per text (JSON Lines): `text`, `label`, `label_id` and `probabilities`
-by label name. Files are read one text per line and streamed in batches, so any length fits in
+by label name. A sentence-pair model takes each text as `text<TAB>text_pair` (and prints
+`text_pair` too). Files are read one text per line and streamed in batches, so any length fits in
 memory. Only TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer library.
 
 >>> classify = Predictor("runs/emotion/export/emotion")
@@ -70,26 +71,66 @@ class Predictor:
                 f"again."
             ) from None
         self._serve = loaded.signatures["serving_default"]
+        self.text_pair = bool(self.info.get("text_pair"))
 
-    def __call__(self, texts: list[str | bytes]) -> list[dict]:
-        out = self._serve(text=tf.constant(texts, tf.string))
+    def _outputs(self, texts, pairs=None) -> dict:
+        if self.text_pair != (pairs is not None):
+            raise UsageError(
+                "this model classifies sentence pairs: give each as text<TAB>text_pair."
+                if self.text_pair
+                else "this model classifies single texts, not pairs."
+            )
+        inputs = {"text": tf.constant(texts, tf.string)}
+        if pairs is not None:
+            inputs["text_pair"] = tf.constant(pairs, tf.string)
+        return self._serve(**inputs)
+
+    def probabilities(self, texts, pairs=None):
+        """[len(texts), labels] float32 probabilities (numpy)."""
+        return self._outputs(texts, pairs)["probabilities"].numpy()
+
+    def __call__(self, texts: list[str | bytes], pairs: list | None = None) -> list[dict]:
+        out = self._outputs(texts, pairs)
         return [
             {
-                "text": text.decode("utf-8", "replace") if isinstance(text, bytes) else text,
+                "text": _str(text),
+                **({"text_pair": _str(pairs[i])} if pairs is not None else {}),
                 "label": label.decode(),
                 "label_id": int(label_id),
                 "probabilities": dict(
                     zip(self.label_names, (round(float(p), 6) for p in probabilities), strict=True)
                 ),
             }
-            for text, label, label_id, probabilities in zip(
-                texts,
-                out["label"].numpy(),
-                out["label_id"].numpy(),
-                out["probabilities"].numpy(),
-                strict=True,
+            for i, (text, label, label_id, probabilities) in enumerate(
+                zip(
+                    texts,
+                    out["label"].numpy(),
+                    out["label_id"].numpy(),
+                    out["probabilities"].numpy(),
+                    strict=True,
+                )
             )
         ]
+
+
+def _str(text) -> str:
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def split_pairs(lines: list) -> tuple[list, list]:
+    """`text<TAB>text_pair` lines (str or bytes) -> (texts, pairs)."""
+    texts, pairs = [], []
+    for line in lines:
+        tab = b"\t" if isinstance(line, bytes) else "\t"
+        if tab not in line:
+            raise UsageError(
+                f"this model classifies sentence pairs: {_str(line)[:60]!r} has no tab; give each "
+                f"as text<TAB>text_pair."
+            )
+        text, pair = line.split(tab, 1)
+        texts.append(text)
+        pairs.append(pair)
+    return texts, pairs
 
 
 def read_lines(input_file: str):
@@ -159,7 +200,8 @@ def run(argv: list[str]):
     written = 0
     with tqdm(total=count, unit=" texts", disable=not show, file=sys.stderr) as progress:
         for batch in batches(lines, f.batch_size):
-            for row in predictor(batch):
+            rows = predictor(*split_pairs(batch)) if predictor.text_pair else predictor(batch)
+            for row in rows:
                 sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
             sys.stdout.flush()
             progress.update(len(batch))

@@ -11,7 +11,8 @@ made yet); every file is replaced by a rename, so a kill leaves the old version 
       checkpoints/     best.weights.h5 (best validation micro-F1)
       backup/          step-<N>/: the state to resume from (until metrics.json is written)
       logs/            training.csv, steps.csv (loss per step), TensorBoard events
-      export/<name>/1/ the SavedModel
+      reports/test/    REPORT.md, classification report, confusion matrix and F1 PNGs
+      export/<name>/1/ the SavedModel, with its MODEL_CARD.md
       metrics.json     per-epoch validation metrics, test metrics, speed, versions
 """
 

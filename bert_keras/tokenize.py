@@ -87,7 +87,7 @@ def tokenize(
     tokenizer: transformers.PreTrainedTokenizerFast,
     max_seq_length: int,
 ) -> datasets.DatasetDict:
-    """Adds `input_ids` and `token_type_ids` (truncated, unpadded) and drops `text`.
+    """Adds `input_ids` and `token_type_ids` (truncated, unpadded) and drops the text columns.
 
     The cache key is the data's fingerprint plus everything that changes the ids, so a second
     run with the same data and tokenizer reads the result from the datasets cache.
@@ -97,8 +97,11 @@ def tokenize(
     ).hexdigest()[:16]
 
     def encode(batch):
+        # Pairs: [CLS] text [SEP] text_pair [SEP], segment ids 0 then 1; truncation removes a
+        # token at a time from the longer text ("longest_first"), as the export does.
         return tokenizer(
             batch["text"],
+            batch.get("text_pair"),
             truncation=True,
             max_length=max_seq_length,
             return_attention_mask=False,
@@ -109,7 +112,7 @@ def tokenize(
             name: split.map(
                 encode,
                 batched=True,
-                remove_columns=["text"],
+                remove_columns=[c for c in ("text", "text_pair") if c in split.column_names],
                 new_fingerprint=f"{split._fingerprint}-{key}",
                 desc=f"tokenize {name}",
             )

@@ -4,7 +4,7 @@
 
 Flags (bert_keras/flags.py) -> checks -> data -> tokens -> tf.data -> model -> (resume from the
 last backup) -> fit with validation F1 each epoch, backups along the way -> test on the best
-checkpoint -> SavedModel -> metrics.json.
+checkpoint -> reports -> SavedModel -> metrics.json.
 """
 
 import functools
@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 from absl import app, flags, logging
 
 from bert_keras import (
@@ -30,6 +31,7 @@ from bert_keras import (
     model,
     optimization,
     pipeline,
+    report,
     rundir,
     tokenize,
 )
@@ -63,7 +65,15 @@ def run() -> dict:
         print(f"{output_dir} holds an unfinished run without a backup; starting it over.")
     ckpt = checkpoint.resolve(f.model, f.max_seq_length)
     labeled = data.load(
-        f.dataset, f.text_column, f.label_column, f.max_train_examples, f.max_eval_examples
+        f.dataset,
+        f.text_column,
+        f.label_column,
+        f.max_train_examples,
+        f.max_eval_examples,
+        text_pair_column=f.text_pair_column,
+        label_names=f.label_names,
+        validation_fraction=f.validation_fraction,
+        seed=f.seed,
     )
     label_names = labeled.label_names
 
@@ -83,6 +93,8 @@ def run() -> dict:
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, f.max_seq_length)
     steps_per_epoch = pipeline.steps_per_epoch(tokens["train"].num_rows, f.batch_size)
     train_tokens = int(pipeline.lengths(tokens["train"]).sum())
+    train_counts = np.bincount(tokens["train"]["label"], minlength=len(label_names))
+    class_weight = metrics.class_weights(train_counts, f.class_weight)
 
     # === Model and optimizer ===
     policy = distribute.dtype_policy(f.mixed_precision)
@@ -155,6 +167,7 @@ def run() -> dict:
         fit = functools.partial(
             classifier.fit,
             callbacks=callbacks,
+            class_weight=class_weight,
             shuffle=False,  # the pipeline reshuffles, seeded
             verbose=2 if _quiet() else 1,
         )
@@ -176,7 +189,8 @@ def run() -> dict:
         # === Test the best checkpoint ===
         classifier.load_weights(str(run_dir / rundir.BEST_WEIGHTS))
         best_epoch = best.best()
-        test = metrics.evaluate(classifier, test_ds, test_labels, label_names)
+        test_logits = metrics.predict(classifier, test_ds, test_labels)
+        test = metrics.classification_metrics(test_labels, test_logits, label_names)
 
     # === Export and metrics.json (last: its presence marks the run finished) ===
     results = {
@@ -184,6 +198,8 @@ def run() -> dict:
         "model": ckpt.name,
         "parameters": classifier.count_params(),
         "label_names": label_names,
+        "train_label_counts": dict(zip(label_names, train_counts.tolist(), strict=True)),
+        "class_weight": class_weight and {label_names[i]: w for i, w in class_weight.items()},
         "best_epoch": best_epoch["epoch"],
         "epochs": f1.epochs,
         "test": test,
@@ -202,6 +218,22 @@ def run() -> dict:
     }
     if not distribute.is_chief(strategy):
         return results
+    # === Reports: per-class numbers and pictures of the test split ===
+    report.write(
+        output_dir / "reports" / "test",
+        test_labels,
+        test_logits,
+        label_names,
+        {
+            "model": ckpt.name,
+            "dataset": labeled.name,
+            "split": "test",
+            "source": f"the best checkpoint (epoch {best_epoch['epoch']})",
+            "flags": rundir.parse_flags(flagfile()),
+        },
+        f1.epochs,
+        output_dir / "logs" / "steps.csv",
+    )
     # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
     # float32 from the best weights.
     export_dir = export.from_run(

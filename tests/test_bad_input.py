@@ -70,7 +70,7 @@ def test_null_or_empty_text(run_train, small_emotion, text, what):
     rows[3]["text"] = text
     write_split_files(small_emotion, {"validation": rows})
     message = run_train(f"--dataset={small_emotion}")
-    assert "split `validation` row 3" in message and f"text is {what}" in message
+    assert "split `validation` row 3" in message and f"text in column `text` is {what}" in message
 
 
 @pytest.mark.parametrize("missing", ["vocab.txt", "model.safetensors"])
