@@ -39,7 +39,7 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
                     f"initialised in this process; start a new process."
                 ) from None
     if name == "multi_worker":
-        cluster_size(os.environ.get("TF_CONFIG"))
+        check_tf_config(os.environ.get("TF_CONFIG"))
         multi_worker.apply()
         # Collectives ride on gRPC between the workers; the coordination service's heartbeats
         # turn a dead worker into an UnavailableError on the others within seconds.
@@ -70,8 +70,8 @@ def _check_batch(strategy, name: str, batch_size: int) -> tf.distribute.Strategy
     return strategy
 
 
-def cluster_size(tf_config: str | None) -> int:
-    """Workers in TF_CONFIG; a UsageError when it is missing or not a worker cluster."""
+def check_tf_config(tf_config: str | None):
+    """A UsageError when TF_CONFIG is missing or does not name a worker of a worker cluster."""
     if not tf_config:
         raise UsageError(
             "--strategy=multi_worker needs TF_CONFIG, the cluster and this task, e.g. "
@@ -89,7 +89,6 @@ def cluster_size(tf_config: str | None) -> int:
             f"TF_CONFIG is not a worker cluster ({type(e).__name__}: {e}); give "
             """{"cluster": {"worker": [host:port, ...]}, "task": {"type": "worker", "index": i}}."""
         ) from None
-    return len(workers)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

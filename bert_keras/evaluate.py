@@ -32,7 +32,10 @@ def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | 
     labeled = _load(dataset or run_flags["dataset"], run_flags, label_names, split)
     max_len = int(run_flags["max_seq_length"])
     ckpt = checkpoint.resolve(run_flags["model"], max_len)
-    tokens = tokenize.tokenize(labeled.splits, tokenize.load_tokenizer(ckpt), max_len)
+    # Only the split evaluated: a test report need not tokenize the training rows.
+    tokens = tokenize.tokenize(
+        {split: labeled.splits[split]}, tokenize.load_tokenizer(ckpt), max_len
+    )
     classifier = model.load_best(run_dir, ckpt, run_flags["pooling"], len(label_names))
     ds, y_true = pipeline.eval_dataset(tokens[split], 64, max_len)
     logits = metrics.predict(classifier, ds, y_true)

@@ -120,10 +120,10 @@ def run() -> dict:
         (run_dir / rundir.BEST_WEIGHTS).parent.mkdir(exist_ok=True)
 
         # === Resume from the last backup, if an earlier attempt of this command made one ===
-        progress = backup.State()
-        if state == rundir.RESUME:
-            progress = backup.restore(output_dir, classifier)
-            epoch, step = progress.position(steps_per_epoch)
+        resuming = state == rundir.RESUME  # implies a backup: rundir.check saw one
+        progress = backup.restore(output_dir, classifier) if resuming else backup.State()
+        epoch, step = progress.position(steps_per_epoch)
+        if resuming:
             print(
                 f"Resuming from the backup at step {progress.step} (epoch {epoch + 1}, step "
                 f"{step} of {steps_per_epoch}) in {output_dir / backup.FOLDER}."
@@ -160,7 +160,6 @@ def run() -> dict:
             ),
             keras.callbacks.TensorBoard(str(run_dir / "logs")),
         ]
-        epoch, step = progress.position(steps_per_epoch)
         train_ds, _ = pipeline.train_dataset(
             tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs, start=(epoch, step)
         )
