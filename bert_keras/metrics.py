@@ -150,9 +150,12 @@ def training_csv(epochs: list) -> str:
 
 class StepLog(keras.callbacks.Callback):
     """`steps.csv`: global step, epoch and that step's training loss, flushed line by line. A
-    resumed run first drops the rows past its backup, so the file reads as one run's."""
+    resumed run first drops the rows past its backup, so the file reads as one run's.
 
-    def __init__(self, path: Path, resume_step: int):
+    `batch_sizes[i]` is the size of the batch of global step i + 1 (`pipeline.batch_sizes`).
+    """
+
+    def __init__(self, path: Path, resume_step: int, batch_sizes: list[int]):
         super().__init__()
         kept = []
         if resume_step and path.is_file():
@@ -161,18 +164,22 @@ class StepLog(keras.callbacks.Callback):
                     kept.append(row)
         rundir.write_text(path, "\n".join(["step,epoch,loss", *kept]) + "\n")
         self.file = open(path, "a")  # noqa: SIM115  (written to for the whole run)
+        self.batch_sizes = batch_sizes
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.seen, self.mean = epoch + 1, 0, 0.0
+        self.epoch, self.rows, self.mean = epoch + 1, 0, 0.0
+        self.step = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
-        # Keras reports the epoch's running mean; this step's loss is the change in its sum (the
-        # mean of the steps since the last call with --steps_per_execution > 1).
+        # Keras reports the epoch's running mean, weighted by batch size (a megabatch's last
+        # batch is partial); this step's loss is the change in its weighted sum (the mean of
+        # the steps since the last call with --steps_per_execution > 1).
         step = int(self.model.optimizer.iterations.numpy())
-        done = batch + 1
+        new_rows = sum(self.batch_sizes[self.step : step])
         mean = float(logs["loss"])
-        loss = (done * mean - self.seen * self.mean) / max(done - self.seen, 1)
-        self.seen, self.mean = done, mean
+        rows = self.rows + new_rows
+        loss = (rows * mean - self.rows * self.mean) / max(new_rows, 1)
+        self.rows, self.mean, self.step = rows, mean, step
         self.file.write(f"{step},{self.epoch},{loss:.6g}\n")
         self.file.flush()
 

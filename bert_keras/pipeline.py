@@ -83,6 +83,12 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
     return rows // mega * BUCKET_BATCHES + -(-(rows % mega) // batch_size)
 
 
+def batch_sizes(split, batch_size: int, seed: int, epochs: int) -> list[int]:
+    """The size of each training batch of `train_dataset`, in step order over all epochs."""
+    row_lengths = lengths(split)
+    return [len(b) for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+
+
 def train_dataset(
     split, batch_size: int, seed: int, max_seq_length: int, epochs: int, start: tuple = (0, 0)
 ):

@@ -147,7 +147,11 @@ def run() -> dict:
             f1,
             metrics.StopOnNonFiniteLoss(lambda: _after_nonfinite(output_dir, best)),
             best,
-            metrics.StepLog(run_dir / "logs" / "steps.csv", progress.step),
+            metrics.StepLog(
+                run_dir / "logs" / "steps.csv",
+                progress.step,
+                pipeline.batch_sizes(tokens["train"], f.batch_size, f.seed, f.epochs),
+            ),
             backup.Backup(
                 run_dir / backup.FOLDER,
                 f.backup_every_steps,

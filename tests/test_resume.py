@@ -12,11 +12,13 @@ from test_train import step_losses
 
 def test_kill_9_mid_epoch_then_the_same_command_resumes(tiny_bert, tmp_path):
     # Dropout on (0.1): the resumed run must also continue the dropout masks' random stream.
+    # 392 rows: each epoch's last batch holds 8, so steps.csv must weigh batches by their size.
+    subset = "--max_train_examples=392"
     whole = tmp_path / "uninterrupted"
-    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, whole))
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, whole), subset)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "killed"
-    args = tiny_train_args(tiny_bert, run, "--backup_every_steps=4")
+    args = [*tiny_train_args(tiny_bert, run, "--backup_every_steps=4"), subset]
     proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
     try:
         wait_for_backup(run, 28, [proc])  # epoch 2 is steps 26-50
