@@ -365,6 +365,7 @@ def from_run(
     if results is None and (run_dir / rundir.FINISHED).is_file():
         results = json.loads((run_dir / rundir.FINISHED).read_text())
     model_name = model_name or run_flags.get("export_name") or data.name_of(run_flags["dataset"])
+    text_pair = bool(run_flags.get("text_pair_column"))
     info = {
         "format": "bert_keras export 1",
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -376,8 +377,8 @@ def from_run(
         "vocab_size": len(vocab.tokens),
         "vocab_sha256": vocab.sha256,
         "lowercase": vocab.lowercase,
-        "text_pair": bool(run_flags.get("text_pair_column")),
-        "signatures": signatures(bool(run_flags.get("text_pair_column"))),
+        "text_pair": text_pair,
+        "signatures": signatures(text_pair),
         "training": {
             "run_dir": str(run_dir.resolve()),
             "finished": results is not None,

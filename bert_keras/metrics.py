@@ -14,8 +14,6 @@ EarlyStopping and CSVLogger keep that state in memory and write in place.
 import csv
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -123,10 +121,9 @@ class BestEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.best() is self.epochs[-1]:
-            fd, tmp = tempfile.mkstemp(dir=self.weights.parent, prefix=".", suffix=".weights.h5")
-            os.close(fd)
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, self.weights)
+            rundir.replace_atomically(
+                self.weights, lambda tmp: self.model.save_weights(tmp, overwrite=True)
+            )
         rundir.write_text(self.csv_path, training_csv(self.epochs))
         if self.should_stop():
             self.model.stop_training = True

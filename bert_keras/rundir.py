@@ -117,13 +117,25 @@ def create(output_dir: Path, state: str = NEW) -> Path:
     return output_dir
 
 
+def replace_atomically(path: Path, write):
+    """`write(tmp)` fills a hidden temporary file beside `path` (same suffixes, which Keras'
+    `save_weights` insists on), then it is renamed over `path`: readers see the old file or the
+    whole new one, never a part."""
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes)
+    )
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: Path, text: str):
-    """Atomic: readers see the old file or the whole new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; these are meant to be shared
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_json(path: Path, obj):
