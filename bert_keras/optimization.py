@@ -35,7 +35,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 class AdamW(keras.optimizers.AdamW):
-    """AdamW that clips the global gradient norm after the cross-replica sum.
+    """AdamW that clips the global gradient norm after the cross-replica sum, and updates each
+    float32 variable with one fused kernel.
 
     Keras 3 clips (`global_clipnorm`) inside each replica, before the all-reduce, so under
     MirroredStrategy every replica's partial gradient is clipped on its own and training no
@@ -48,16 +49,54 @@ class AdamW(keras.optimizers.AdamW):
         super().__init__(**kwargs)
         self.clip_norm = clip_norm
 
+    def update_step(self, gradient, variable, learning_rate):
+        """Keras' Adam update (the same formula: lr * sqrt(1 - b2^t) / (1 - b1^t) * m /
+        (sqrt(v) + eps)) in TensorFlow's fused `ApplyAdam` kernel: one pass over the variable,
+        its moments and gradient instead of a dozen element-wise ops, each over all 22.7M
+        parameters of MiniLM: 64 -> 36 ms of a ~550 ms step (/tmp profile, same batches).
+        Keras' weight decay is applied before, unchanged."""
+        if self.amsgrad or variable.dtype != tf.float32:
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index].value, self._velocities[index].value
+        step = tf.cast(self.iterations + 1, tf.float32)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=tf.pow(tf.constant(self.beta_1, tf.float32), step),
+            beta2_power=tf.pow(tf.constant(self.beta_2, tf.float32), step),
+            lr=tf.cast(learning_rate, tf.float32),
+            beta1=tf.constant(self.beta_1, tf.float32),
+            beta2=tf.constant(self.beta_2, tf.float32),
+            epsilon=tf.constant(self.epsilon, tf.float32),
+            # The embedding's gradient arrives as IndexedSlices: dense, as Keras' own update
+            # (and PyTorch's AdamW) makes it, so every row's moments decay each step.
+            grad=tf.convert_to_tensor(gradient),
+        )
+
     def _clip_gradients(self, grads):
         return grads  # clipped after the all-reduce, below
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
-        if not self.clip_norm:
-            return grads_and_vars
         grads, variables = zip(*grads_and_vars, strict=True)
-        clipped, _ = tf.clip_by_global_norm(list(grads), self.clip_norm)
-        return list(zip(clipped, variables, strict=True))
+        grads = [_summed(g) for g in grads]
+        if self.clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        return list(zip(grads, variables, strict=True))
+
+
+def _summed(gradient):
+    """An embedding's gradient (IndexedSlices) with one row per token id, as a dense gradient
+    has it. Autodiff gives one row per occurrence ([CLS] and [SEP] are in every text), and
+    the global norm and Keras' own Adam (its square of the gradient) then sum the squares of
+    the occurrences instead of squaring their sum."""
+    if not isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    ids, positions = tf.unique(gradient.indices)
+    values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.size(ids))
+    return tf.IndexedSlices(values, ids, gradient.dense_shape)
 
 
 def adamw(

@@ -3,8 +3,8 @@
 Tweets average 22 tokens; padding them to 512 computes 23x the real tokens and random batches
 2.3x. Training batches here are drawn from "megabatches" of `BUCKET_BATCHES` batches sorted by
 length (the `group_by_length` recipe), so each batch holds texts of similar length and is padded
-to its longest one, rounded up to a multiple of 8 to bound the number of distinct shapes
-(each new shape retraces the step). Rows are reshuffled every epoch with the run's seed.
+to its longest one (under XLA rounded up to a multiple of 8: see `pad_multiple`). Rows are
+reshuffled every epoch with the run's seed.
 
 >>> train, steps = train_dataset(tokens["train"], batch_size=32, seed=42, epochs=4)
 >>> x, y = next(iter(train))
@@ -16,7 +16,18 @@ import numpy as np
 import tensorflow as tf
 
 BUCKET_BATCHES = 50
-PAD_MULTIPLE = 8
+
+
+def pad_multiple(jit_compile: bool) -> int:
+    """What batch widths are rounded up to a multiple of.
+
+    XLA compiles the step once per batch shape: under --jit_compile widths are multiples of 8
+    (emotion: 10 shapes, 19% of the tokens padding). Without XLA, Keras' step function
+    (`reduce_retracing`) is traced again only until it sees a second shape, then runs every
+    length on one generic trace: batches are padded to their longest row alone (57 shapes, 3%
+    padding; 11% less step time, python -m bert_keras.bench).
+    """
+    return 8 if jit_compile else 1
 
 
 def _column(split, name: str):
@@ -36,16 +47,17 @@ def lengths(split) -> np.ndarray:
     return np.diff(np.asarray(_column(split, "input_ids").offsets))
 
 
-def padded_width(longest, max_len: int):
-    """A batch's width: its longest row rounded up to PAD_MULTIPLE, at most max_len (a tf or a
-    numpy integer). Each distinct width is one trace (and XLA compilation) of the step."""
+def padded_width(longest, max_len: int, multiple: int = 1):
+    """A batch's width: its longest row rounded up to `multiple`, at most max_len (a tf or a
+    numpy integer)."""
     ops = tf.math if isinstance(longest, tf.Tensor) else np
-    rounded = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+    rounded = -(-longest // multiple) * multiple
     return ops.minimum(rounded, ops.maximum(longest, max_len))
 
 
-def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max_len: int):
-    width = padded_width(tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32), max_len)
+def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max_len, multiple):
+    longest = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
+    width = padded_width(longest, max_len, multiple)
 
     def pad(ragged):
         dense = ragged.to_tensor(0)
@@ -90,13 +102,19 @@ def batch_sizes(split, batch_size: int, seed: int, epochs: int) -> list[int]:
 
 
 def train_dataset(
-    split, batch_size: int, seed: int, max_seq_length: int, epochs: int, start: tuple = (0, 0)
+    split,
+    batch_size: int,
+    seed: int,
+    max_seq_length: int,
+    epochs: int,
+    start: tuple = (0, 0),
+    multiple: int = 1,
 ):
     """Length-grouped batches for `epochs` epochs in one dataset, for
     `model.fit(..., epochs=epochs, steps_per_epoch=steps)`. Returns (dataset, steps per epoch).
 
     `start=(epoch, step)` begins at that step of that epoch (0-based): a resumed run sees the
-    batches the interrupted one had not reached, in the same order.
+    batches the interrupted one had not reached, in the same order. `multiple`: `pad_multiple`.
     """
     row_lengths = lengths(split)
     per_epoch = [epoch_batches(row_lengths, batch_size, seed, e) for e in range(epochs)]
@@ -114,6 +132,7 @@ def train_dataset(
             tf.gather(segment_ids, rows),
             tf.gather(labels, rows),
             max_seq_length,
+            multiple,
         )
 
     ds = tf.data.Dataset.from_tensor_slices(index).map(
@@ -122,7 +141,7 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE), len(per_epoch[0])
 
 
-def eval_dataset(split, batch_size: int, max_seq_length: int):
+def eval_dataset(split, batch_size: int, max_seq_length: int, multiple: int = 1):
     """Every row exactly once, sorted by length (less padding), the last partial batch included.
 
     Returns (dataset, labels in the dataset's order).
@@ -134,7 +153,7 @@ def eval_dataset(split, batch_size: int, max_seq_length: int):
     ds = (
         tf.data.Dataset.from_tensor_slices((token_ids, segment_ids, labels))
         .batch(batch_size)
-        .map(lambda t, s, y: _dense(t, s, y, max_seq_length))
+        .map(lambda t, s, y: _dense(t, s, y, max_seq_length, multiple))
         .prefetch(tf.data.AUTOTUNE)
     )
     return ds, labels

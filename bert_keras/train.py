@@ -89,8 +89,13 @@ def run() -> dict:
 
     # === tf.data for evaluation (training's waits for the backup: it starts where that ended) ===
     eval_batch = 2 * f.batch_size  # no gradients to keep: twice the batch fits
-    val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, f.max_seq_length)
-    test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, f.max_seq_length)
+    multiple = pipeline.pad_multiple(f.jit_compile)
+    val_ds, val_labels = pipeline.eval_dataset(
+        tokens["validation"], eval_batch, f.max_seq_length, multiple
+    )
+    test_ds, test_labels = pipeline.eval_dataset(
+        tokens["test"], eval_batch, f.max_seq_length, multiple
+    )
     steps_per_epoch = pipeline.steps_per_epoch(tokens["train"].num_rows, f.batch_size)
     train_tokens = int(pipeline.lengths(tokens["train"]).sum())
     train_counts = np.bincount(tokens["train"]["label"], minlength=len(label_names))
@@ -165,7 +170,13 @@ def run() -> dict:
             keras.callbacks.TensorBoard(str(run_dir / "logs")),
         ]
         train_ds, _ = pipeline.train_dataset(
-            tokens["train"], f.batch_size, f.seed, f.max_seq_length, f.epochs, start=(epoch, step)
+            tokens["train"],
+            f.batch_size,
+            f.seed,
+            f.max_seq_length,
+            f.epochs,
+            start=(epoch, step),
+            multiple=multiple,
         )
         fit = functools.partial(
             classifier.fit,

@@ -1,0 +1,122 @@
+"""The classifier's speed-ups change no result: the [CLS]-only last layer gives the full
+encoder's output and gradients; the fused AdamW update is Keras' AdamW on summed gradients."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bert_keras import checkpoint, model, optimization, rundir
+
+
+def _batch(vocabulary_size: int) -> dict:
+    rng = np.random.default_rng(0)
+    mask = np.ones((4, 13), "int32")
+    mask[1, 7:], mask[2, 3:] = 0, 0  # padded rows: the [CLS] query must not see the padding
+    ids = rng.integers(1000, vocabulary_size, (4, 13)).astype("int32")
+    ids[:, 0] = 101
+    segments = np.zeros_like(ids)
+    segments[0, 6:] = 1
+    return {"token_ids": ids * mask, "segment_ids": segments, "padding_mask": mask}
+
+
+@pytest.mark.parametrize("pooling", ["cls", "pooler"])
+def test_cls_only_last_layer_equals_the_full_encoder(tiny_bert, pooling):
+    backbone = model.load_backbone(checkpoint.resolve(str(tiny_bert), 64), 0.0)
+    classifier = model.build_classifier(backbone, 6, pooling, 0.0)
+    assert any(isinstance(layer, model.ClsOnlyEncoderLayer) for layer in classifier.layers)
+    # The same head on the full backbone's output: the reference.
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in model.INPUTS}
+    full = backbone(inputs)
+    pooled = full["sequence_output"][:, 0, :] if pooling == "cls" else full["pooled_output"]
+    reference = keras.Model(inputs, classifier.get_layer("logits")(pooled))
+    x, y = _batch(backbone.vocabulary_size), np.array([0, 1, 2, 3])
+
+    def logits_and_gradients(m):
+        with tf.GradientTape() as tape:
+            logits = m(x, training=True)
+            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        weights = [w for w in classifier.trainable_weights]
+        grads = tape.gradient(loss, [w.value for w in weights])
+        return logits.numpy(), {
+            w.path: tf.convert_to_tensor(g).numpy()
+            for w, g in zip(weights, grads, strict=True)
+            if g is not None
+        }
+
+    got, got_grads = logits_and_gradients(classifier)
+    want, want_grads = logits_and_gradients(reference)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want).max() > 1e-3  # not trivially equal
+    assert got_grads.keys() == want_grads.keys()
+    for path, grad in want_grads.items():
+        np.testing.assert_allclose(got_grads[path], grad, atol=1e-5, err_msg=path)
+
+
+def test_checkpoints_from_before_the_cls_only_layer_still_load(tiny_bert, tmp_path):
+    """Runs trained before the change keep working for export and evaluation."""
+    ckpt = checkpoint.resolve(str(tiny_bert), 64)
+    keras.utils.set_random_seed(3)
+    old = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0, cls_only=False)
+    best = tmp_path / rundir.BEST_WEIGHTS
+    best.parent.mkdir(parents=True)
+    old.save_weights(str(best))
+    keras.utils.set_random_seed(4)  # another random head: only loading can make them agree
+    loaded = model.load_best(tmp_path, ckpt, "cls", 6)
+    x = _batch(30522)
+    np.testing.assert_allclose(loaded(x).numpy(), old(x).numpy(), atol=1e-5)
+
+
+def test_mean_pooling_keeps_the_full_encoder(tiny_bert):
+    backbone = model.load_backbone(checkpoint.resolve(str(tiny_bert), 64), 0.0)
+    classifier = model.build_classifier(backbone, 6, "mean", 0.0)
+    assert not any(isinstance(layer, model.ClsOnlyEncoderLayer) for layer in classifier.layers)
+
+
+def _train(optimizer_class) -> list:
+    """Three epochs of a tiny model with an embedding whose batches repeat token ids."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(50, 8)(inputs)
+    x = keras.layers.LayerNormalization()(keras.layers.GlobalAveragePooling1D()(x))
+    m = keras.Model(inputs, keras.layers.Dense(3)(x))
+    optimizer = optimizer_class(
+        clip_norm=1.0,
+        learning_rate=optimization.WarmupLinearDecay(1e-2, 12, 2),
+        weight_decay=0.01,
+        epsilon=1e-6,
+    )
+    optimizer.exclude_from_weight_decay(var_names=optimization.NO_DECAY)
+    m.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    features = np.random.default_rng(1).integers(0, 20, (64, 5))  # ids repeat within a batch
+    m.fit(features, np.arange(64) % 3, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    return [w.numpy() for w in m.weights]
+
+
+class KerasUpdateOnDenseGradients(optimization.AdamW):
+    def update_step(self, gradient, variable, learning_rate):
+        gradient = tf.convert_to_tensor(gradient)
+        return keras.optimizers.AdamW.update_step(self, gradient, variable, learning_rate)
+
+
+def test_fused_adamw_equals_keras_adamw():
+    fused, reference = _train(optimization.AdamW), _train(KerasUpdateOnDenseGradients)
+    start = _train(lambda **kw: optimization.AdamW(**{**kw, "learning_rate": 0.0}))
+    for got, want, before in zip(fused, reference, start, strict=True):
+        assert np.abs(want - before).max() > 1e-3  # trained
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_embedding_gradients_are_summed_per_token():
+    occurrences = tf.IndexedSlices(
+        tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        tf.constant([4, 1, 4]),
+        tf.constant([6, 2]),
+    )
+    summed = optimization._summed(occurrences)
+    assert sorted(summed.indices.numpy().tolist()) == [1, 4]
+    np.testing.assert_array_equal(
+        tf.convert_to_tensor(summed).numpy(), tf.convert_to_tensor(occurrences).numpy()
+    )
+    # What the norm (and Keras' squared gradient) sees: 6^2 + 8^2 for token 4, not 1+4+25+36.
+    assert tf.reduce_sum(summed.values**2).numpy() == pytest.approx(6**2 + 8**2 + 3**2 + 4**2)
