@@ -110,16 +110,16 @@ def bert_keras_row(n: int) -> dict:
     # Steady state: the second epoch's steps, less (under XLA, which compiles each new shape)
     # those of a width not seen before; the first epoch's (the step traced, and retraced
     # generically by Keras' reduce_retracing after its second shape) are reported apart, as
-    # first-epoch seconds.
+    # excluded seconds.
     durations = np.diff(stamps)
-    seen, steady, steady_rows, first_shape = set(), [], [], 0.0
+    seen, steady, steady_rows, excluded = set(), [], [], 0.0
     for step, (width, rows, seconds) in enumerate(zip(widths, batches, durations, strict=True)):
         if step >= steps and (width in seen or not FLAGS.jit_compile):
             steady.append((len(rows), lengths[rows].sum(), seconds))
             steady_rows.append(rows)
         else:
             seen.add(width)
-            first_shape += seconds
+            excluded += seconds
     examples, real_tokens, seconds = (sum(column) for column in zip(*steady, strict=True))
     # The model's FLOPs as the usual formula counts them (the full model's work, though the
     # last layer here computes only [CLS]'s row): 6 x N per token (forward + backward), plus
@@ -139,7 +139,7 @@ def bert_keras_row(n: int) -> dict:
         examples,
         int(real_tokens),
         seconds,
-        first_shape_seconds=first_shape,
+        excluded_seconds=excluded,
         shapes=len(seen),
         model_gflops_per_second=flops / seconds / 1e9,
         non_embedding_parameters=non_embedding,

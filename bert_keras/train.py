@@ -78,8 +78,9 @@ def run() -> dict:
     label_names = labeled.label_names
 
     keras.utils.set_random_seed(f.seed)
-    if f.pooling != "pooler":
-        # The backbone's pooler is then unused; Keras warns that it gets no gradient.
+    if f.pooling == "mean":
+        # The backbone's pooler is then unused; Keras warns that it gets no gradient. (`cls`
+        # leaves it out of the model: see model.ClsOnlyEncoderLayer.)
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
 
     # === Tokens (cached by datasets: a second run skips this) ===
