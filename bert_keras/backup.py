@@ -26,6 +26,8 @@ from pathlib import Path
 
 import keras
 
+from bert_keras.errors import UsageError
+
 FOLDER = "backup"
 WEIGHTS = "state.weights.h5"
 STATE = "state.json"
@@ -63,7 +65,14 @@ def restore(run_dir: Path, model: keras.Model) -> State | None:
     with model.distribute_strategy.scope():  # the optimizer's variables are made here
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(str(folder / WEIGHTS))
+        try:
+            model.load_weights(str(folder / WEIGHTS))
+        except ValueError:
+            raise UsageError(
+                f"the backup {folder} holds another model layout (written by an older "
+                f"bert_keras, before the [CLS]-only last layer) and cannot resume; train again "
+                f"with --overwrite."
+            ) from None
         state = State(**json.loads((folder / STATE).read_text()))
         for variable, value in zip(_seed_states(model), state.seed_states, strict=True):
             variable.assign(value)

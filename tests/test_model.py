@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_keras import checkpoint, model, optimization, rundir
+from bert_keras import backup, checkpoint, model, optimization, rundir
+from bert_keras.errors import UsageError
 
 
 def _batch(vocabulary_size: int) -> dict:
@@ -65,6 +66,25 @@ def test_checkpoints_from_before_the_cls_only_layer_still_load(tiny_bert, tmp_pa
     loaded = model.load_best(tmp_path, ckpt, "cls", 6)
     x = _batch(30522)
     np.testing.assert_allclose(loaded(x).numpy(), old(x).numpy(), atol=1e-5)
+
+
+def test_a_backup_from_before_the_cls_only_layer_is_refused_in_one_line(tiny_bert, tmp_path):
+    """Its optimizer state cannot be mapped onto the new layout: a clear error, not a traceback."""
+    ckpt = checkpoint.resolve(str(tiny_bert), 64)
+
+    def compiled(cls_only):
+        m = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0, cls_only)
+        m.compile(optimizer=keras.optimizers.AdamW(), loss="sparse_categorical_crossentropy")
+        m.optimizer.build(m.trainable_variables)
+        return m
+
+    folder = tmp_path / backup.FOLDER / "step-4"
+    folder.mkdir(parents=True)
+    compiled(False).save_weights(str(folder / backup.WEIGHTS))
+    (folder / backup.STATE).write_text("{}")
+    with pytest.raises(UsageError, match=r"older bert_keras.*--overwrite") as error:
+        backup.restore(tmp_path, compiled(True))
+    assert "\n" not in str(error.value)
 
 
 def test_mean_pooling_keeps_the_full_encoder(tiny_bert):
