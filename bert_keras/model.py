@@ -131,15 +131,17 @@ def load_best(run_dir: Path, ckpt: Checkpoint, pooling: str, num_labels: int) ->
             f"validation); train it first."
         )
     keras.mixed_precision.set_global_policy("float32")
-    classifier = build_classifier(load_backbone(ckpt, 0.0), num_labels, pooling, 0.0)
+    backbone = load_backbone(ckpt, 0.0)
+    classifier = build_classifier(backbone, num_labels, pooling, 0.0)
     try:
         classifier.load_weights(str(best))
     except ValueError:
         if pooling == "mean":
             raise
-        # Saved by a bert_keras from before the [CLS]-only last layer: load it as it was wired,
-        # then copy each weight by its path (layer names did not change).
-        old = build_classifier(load_backbone(ckpt, 0.0), num_labels, pooling, 0.0, False)
+        # Saved by a bert_keras from before the [CLS]-only last layer: load it as it was wired
+        # (over the same backbone's layers: only the head is the old model's own), then copy
+        # each weight by its path (layer names did not change).
+        old = build_classifier(backbone, num_labels, pooling, 0.0, cls_only=False)
         old.load_weights(str(best))
         saved = {w.path: w for w in old.weights}
         for weight in classifier.weights:

@@ -37,7 +37,7 @@ def test_cls_only_last_layer_equals_the_full_encoder(tiny_bert, pooling):
         with tf.GradientTape() as tape:
             logits = m(x, training=True)
             loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        weights = [w for w in classifier.trainable_weights]
+        weights = list(classifier.trainable_weights)
         grads = tape.gradient(loss, [w.value for w in weights])
         return logits.numpy(), {
             w.path: tf.convert_to_tensor(g).numpy()
