@@ -18,15 +18,15 @@ the optional extra `pip install -e ".[bench]"`; without it only the SavedModel i
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from absl import app, flags
 
-from bert_keras import checkpoint, data, model, rundir
+from bert_keras import data
 from bert_keras.predict import find_export
+from bert_keras.rundir import RunDir
 
 flags.DEFINE_string("run_dir", "runs/emotion", "A finished bert_keras run with an export.")
 flags.DEFINE_integer("latency_requests", 300, "Single-text requests per engine.")
@@ -106,12 +106,11 @@ def percentile(values, q):
 
 def main(argv):
     del argv
-    run_dir = Path(FLAGS.run_dir)
-    run_flags = rundir.read_flags(run_dir)
-    label_names = rundir.read_labels(run_dir)
-    max_seq_length = int(run_flags["max_seq_length"])
-    export_dir = find_export(run_dir)
-    texts = data.load(run_flags["dataset"]).splits["test"]["text"][:]
+    run = RunDir(FLAGS.run_dir)
+    config, label_names = run.config(), run.label_names()
+    max_seq_length = config.max_seq_length
+    export_dir = find_export(run.path)
+    texts = data.from_config(config, split="test").splits["test"]["text"][:]
     print(f"export {export_dir}; {len(texts)} test texts; TensorFlow {tf.__version__}")
 
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
@@ -126,9 +125,9 @@ def main(argv):
     except ImportError:
         print("PyTorch is not installed (pip install -e '.[bench]'): SavedModel only.")
     else:
-        ckpt = checkpoint.resolve(run_flags["model"], max_seq_length)
-        classifier = model.load_best(run_dir, ckpt, run_flags["pooling"], len(label_names))
-        hf = to_pytorch(classifier, ckpt, label_names, run_flags["pooling"])
+        ckpt = run.checkpoint()
+        classifier = run.load_classifier(ckpt)
+        hf = to_pytorch(classifier, ckpt, label_names, config.pooling)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(ckpt.source))
         pipe = transformers.pipeline(
             "text-classification", model=hf, tokenizer=tokenizer, device="cpu", top_k=None

@@ -30,7 +30,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bert_keras import flags as train_flags  # the bert_keras row trains as these flags say
+from bert_keras.config import RunConfig
+from bert_keras.flags import TRAINER, add_to  # the bert_keras row trains as these flags say
 
 ROWS = ("bert_keras", "tutorial", "trainer", "keras_hub", "matmul", "bert_keras_bf16")
 SEED = 42
@@ -40,6 +41,7 @@ flags.DEFINE_integer("examples", 1024, "Training rows for the fast recipes.", lo
 flags.DEFINE_integer("slow_examples", 64, "Training rows for the padded recipes.", lower_bound=16)
 flags.DEFINE_string("row", None, "Internal: measure this one row in this process.")
 FLAGS = flags.FLAGS
+add_to(FLAGS)
 
 
 # === Shared by the rows ===
@@ -75,29 +77,30 @@ def _report(examples: int, tokens: int, seconds: float, **extra) -> dict:
 # === bert_keras ===
 
 
-def bert_keras_row(n: int) -> dict:
+def bert_keras_row(n: int, config: RunConfig) -> dict:
     """Two epochs of this trainer's own step on n rows (the trainer's flags apply); the
     second one timed."""
     import keras
 
     from bert_keras import checkpoint, data, distribute, pipeline, tokenize, train
 
-    policy = distribute.dtype_policy(FLAGS.mixed_precision)
+    config = config.replace(epochs=2)
+    policy = distribute.dtype_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
-    ckpt = checkpoint.resolve(FLAGS.model, FLAGS.max_seq_length)
+    ckpt = checkpoint.resolve(config.model, config.max_seq_length)
     labeled = data.load("emotion", max_train_examples=n, max_eval_examples=64)
     tokenizer = tokenize.load_tokenizer(ckpt)
-    tokens = tokenize.tokenize(labeled.splits, tokenizer, FLAGS.max_seq_length)["train"]
-    batch, multiple = FLAGS.batch_size, pipeline.pad_multiple(FLAGS.jit_compile)
+    tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)["train"]
+    batch, multiple = config.batch_size, pipeline.pad_multiple(config.jit_compile)
     ds, steps = pipeline.train_dataset(
-        tokens, batch, SEED, FLAGS.max_seq_length, epochs=2, multiple=multiple
+        tokens, batch, SEED, config.max_seq_length, epochs=2, multiple=multiple
     )
     keras.utils.set_random_seed(SEED)
-    classifier = train.make_classifier(ckpt, 6, 2 * steps)
+    classifier = train.make_classifier(config, ckpt, 6, steps)
     lengths = pipeline.lengths(tokens)
     batches = [b for e in range(2) for b in pipeline.epoch_batches(lengths, batch, SEED, e)]
     widths = [
-        int(pipeline.padded_width(int(lengths[b].max()), FLAGS.max_seq_length, multiple))
+        int(pipeline.padded_width(int(lengths[b].max()), config.max_seq_length, multiple))
         for b in batches
     ]
     stamps = [time.perf_counter()]
@@ -114,27 +117,14 @@ def bert_keras_row(n: int) -> dict:
     durations = np.diff(stamps)
     seen, steady, steady_rows, excluded = set(), [], [], 0.0
     for step, (width, rows, seconds) in enumerate(zip(widths, batches, durations, strict=True)):
-        if step >= steps and (width in seen or not FLAGS.jit_compile):
+        if step >= steps and (width in seen or not config.jit_compile):
             steady.append((len(rows), lengths[rows].sum(), seconds))
             steady_rows.append(rows)
         else:
             seen.add(width)
             excluded += seconds
     examples, real_tokens, seconds = (sum(column) for column in zip(*steady, strict=True))
-    # The model's FLOPs as the usual formula counts them (the full model's work, though the
-    # last layer here computes only [CLS]'s row): 6 x N per token (forward + backward), plus
-    # attention's two [len x len] products per layer (2 x 2 x len^2 x hidden forward, x3 with
-    # backward), on real tokens of the steady steps.
-    weights = {w.path: w.shape for w in classifier.weights}
-    embedding = sum(
-        int(np.prod(shape)) for p, shape in weights.items() if p.endswith("/embeddings")
-    )
-    non_embedding = classifier.count_params() - embedding
-    layers = len({p.split("/")[0] for p in weights if p.startswith("transformer_layer_")})
-    hidden = weights["token_embedding/embeddings"][1]
-    tokens_per_row = real_tokens / examples
-    squares_per_row = (lengths[np.concatenate(steady_rows)] ** 2).mean()
-    flops = examples * (6 * non_embedding * tokens_per_row + 12 * layers * hidden * squares_per_row)
+    flops, non_embedding = _model_flops(classifier, lengths[np.concatenate(steady_rows)])
     return _report(
         examples,
         int(real_tokens),
@@ -144,9 +134,27 @@ def bert_keras_row(n: int) -> dict:
         model_gflops_per_second=flops / seconds / 1e9,
         non_embedding_parameters=non_embedding,
         policy=policy,
-        jit_compile=FLAGS.jit_compile,
-        steps_per_execution=FLAGS.steps_per_execution,
+        jit_compile=config.jit_compile,
+        steps_per_execution=config.steps_per_execution,
     )
+
+
+def _model_flops(classifier, row_lengths: np.ndarray) -> tuple[float, int]:
+    """The model's training FLOPs over rows of these lengths as the usual formula counts them
+    (the full model's work, though the last layer here computes only [CLS]'s row): 6 x N per
+    token (forward + backward), plus attention's two [len x len] products per layer (2 x 2 x
+    len^2 x hidden forward, x3 with backward). Also N, the non-embedding parameters."""
+    weights = {w.path: w.shape for w in classifier.weights}
+    embedding = sum(
+        int(np.prod(shape)) for p, shape in weights.items() if p.endswith("/embeddings")
+    )
+    non_embedding = classifier.count_params() - embedding
+    layers = len({p.split("/")[0] for p in weights if p.startswith("transformer_layer_")})
+    hidden = weights["token_embedding/embeddings"][1]
+    per_row = (
+        6 * non_embedding * row_lengths.mean() + 12 * layers * hidden * (row_lengths**2).mean()
+    )
+    return len(row_lengths) * per_row, non_embedding
 
 
 # === Hugging Face Trainer + PyTorch ===
@@ -272,11 +280,11 @@ def matmul_row() -> dict:
 
 
 def measure(row: str) -> dict:
+    config = RunConfig.from_flags(FLAGS)
     if row == "bert_keras":
-        return bert_keras_row(FLAGS.examples)
+        return bert_keras_row(FLAGS.examples, config)
     if row == "bert_keras_bf16":
-        FLAGS.mixed_precision = "bfloat16"
-        return bert_keras_row(FLAGS.examples)
+        return bert_keras_row(FLAGS.examples, config.replace(mixed_precision="bfloat16"))
     if row == "tutorial":
         return trainer_row(FLAGS.slow_examples, pad_to_512=True)
     if row == "trainer":
@@ -299,7 +307,7 @@ def run_row(row: str) -> dict:
             f"--row={row}",
             f"--examples={FLAGS.examples}",
             f"--slow_examples={FLAGS.slow_examples}",
-            *(flag.serialize() for flag in FLAGS.get_flags_for_module(train_flags) if flag.present),
+            *(TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present),
         ],
         capture_output=True,
         text=True,

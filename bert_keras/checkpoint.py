@@ -1,7 +1,8 @@
 """Stage 2: which pretrained weights, where they are, and whether they can be trusted.
 
-`resolve(--model)` checks a checkpoint before any work is done (files, model type, position
-limit, checksums) and returns where the backbone weights and the tokenizer come from:
+`resolve(--model)` checks a checkpoint before any work is done (files, model family, position
+limit, checksums) and returns where the backbone weights and the tokenizer come from, and the
+family (`families/`) that knows its architecture:
 
 >>> ckpt = resolve("all-MiniLM-L6-v2", max_seq_length=128)
 >>> ckpt.name, ckpt.config["hidden_size"]
@@ -14,6 +15,7 @@ import importlib
 import json
 from pathlib import Path
 
+from bert_keras import families
 from bert_keras.errors import UsageError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
@@ -31,7 +33,7 @@ WEIGHT_FILES = ("model.safetensors",)
 
 @dataclasses.dataclass
 class Checkpoint:
-    """Where one BERT's weights and tokenizer come from.
+    """Where one encoder's weights and tokenizer come from.
 
     `source` is what keras-hub's `from_preset` and transformers' `from_pretrained` take: a local
     folder, `hf://owner/name`, or a keras-hub preset name.
@@ -44,6 +46,10 @@ class Checkpoint:
     @property
     def is_local(self) -> bool:
         return Path(self.source).is_dir()
+
+    @property
+    def family(self) -> families.Family:
+        return families.for_config(self.config, self.source)
 
 
 def resolve(model: str, max_seq_length: int) -> Checkpoint:
@@ -59,11 +65,11 @@ def resolve(model: str, max_seq_length: int) -> Checkpoint:
         return Checkpoint(model.removeprefix("hf://").split("/")[-1], model, {})
     else:
         raise UsageError(
-            f"--model={model}: no such folder. Give a Hugging Face BERT folder (config.json, "
-            f"vocab.txt, model.safetensors), `{EMBEDDED_NAME}`, `hf://<hub id>` or a keras-hub "
-            f"preset."
+            f"--model={model}: no such folder. Give a Hugging Face model folder (config.json, "
+            f"model.safetensors, tokenizer files), `{EMBEDDED_NAME}`, `hf://<hub id>` or a "
+            f"keras-hub preset."
         )
-    _check_config(ckpt, max_seq_length)
+    ckpt.family.check_config(ckpt.config, ckpt.source, max_seq_length)
     return ckpt
 
 
@@ -100,30 +106,21 @@ def verify_sha256(folder: Path, expected: dict[str, str]):
 
 
 def _read_config(folder: Path) -> dict:
-    missing = [f for f in ("config.json", "vocab.txt") if not (folder / f).is_file()]
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES))
+    config = {}
+    if not missing:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{folder / 'config.json'} is not valid JSON ({e}); fix it.") from None
+        family = families.for_config(config, str(folder))
+        missing += [f for f in family.tokenizer_files if not (folder / f).is_file()]
     if missing:
         raise UsageError(
-            f"--model={folder} is not a complete Hugging Face BERT folder: {', '.join(missing)} "
-            f"missing. Save the model with `save_pretrained` and copy its vocab.txt there."
+            f"--model={folder} is not a complete Hugging Face model folder: {', '.join(missing)} "
+            f"missing. Save the model and its tokenizer with `save_pretrained` (a BERT folder "
+            f"needs its vocab.txt too)."
         )
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{folder / 'config.json'} is not valid JSON ({e}); fix it.") from None
-
-
-def _check_config(ckpt: Checkpoint, max_seq_length: int):
-    model_type = ckpt.config.get("model_type")
-    if model_type != "bert":
-        raise UsageError(
-            f"--model={ckpt.source} has model_type {model_type!r}; bert_keras fine-tunes BERT "
-            f"models (model_type 'bert'). Pick a BERT checkpoint."
-        )
-    limit = ckpt.config.get("max_position_embeddings", 512)
-    if max_seq_length > limit:
-        raise UsageError(
-            f"--max_seq_length={max_seq_length} is above the model's position limit {limit}; "
-            f"use --max_seq_length={limit} or less."
-        )
+    return config

@@ -20,6 +20,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from bert_keras.config import RunConfig, dataset_name
 from bert_keras.errors import UsageError, cause
 
 SPLITS = ("train", "validation", "test")
@@ -37,6 +38,23 @@ class LabeledData:
     label_names: list[str]
 
 
+def from_config(config: RunConfig, dataset: str | None = None, split: str | None = None):
+    """The data a run's config names (or `dataset`, read with the run's column flags). With
+    `split`, a report of that split: the test split is always whole."""
+    subset = split is None or split != "test"
+    return load(
+        dataset or config.dataset,
+        config.text_column,
+        config.label_column,
+        config.max_train_examples,
+        config.max_eval_examples if subset else 0,
+        text_pair_column=config.text_pair_column,
+        label_names=config.label_names,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
+
+
 def load(
     dataset: str,
     text_column: str = "text",
@@ -48,7 +66,7 @@ def load(
     validation_fraction: float = 0.1,
     seed: int = 42,
 ) -> LabeledData:
-    name = name_of(dataset)
+    name = dataset_name(dataset)
     if dataset == "emotion" and not os.path.exists(dataset):
         dataset = str(EMOTION_DIR)
     splits, from_file = _read(dataset)
@@ -87,11 +105,6 @@ def _carve_validation(splits, fraction: float, seed: int) -> datasets.DatasetDic
     return datasets.DatasetDict(
         {"train": train.select(keep), "validation": train.select(held), "test": splits["test"]}
     )
-
-
-def name_of(dataset: str) -> str:
-    """A short name for --dataset: the default run directory and export name."""
-    return Path(dataset.rstrip("/")).name or "dataset"
 
 
 def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:

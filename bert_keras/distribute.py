@@ -134,15 +134,16 @@ LOST_WORKER_ERRORS = (
 
 
 @contextlib.contextmanager
-def reporting_lost_workers(strategy: tf.distribute.Strategy, output_dir: Path):
+def reporting_lost_workers(strategy: tf.distribute.Strategy, backups: Path):
     """Under multi-worker training, a lost worker ends this one with a TrainingError that says
-    what to do, instead of a page of gRPC errors."""
+    what to do (and from which of the chief's `backups` they resume), instead of a page of gRPC
+    errors."""
     try:
         yield
     except LOST_WORKER_ERRORS as e:
         if not is_multi_worker(strategy):
             raise
-        last = backup.latest(output_dir)
+        last = backup.latest(backups)
         where = f"from the last backup ({last.name})" if last else "from the start (no backup yet)"
         raise TrainingError(
             f"lost contact with another worker ({type(e).__name__}: the others stopped answering);"

@@ -9,47 +9,38 @@ trainer writes `<run_dir>/reports/test` itself at the end of a run. `--dataset` 
 another data set with the same labels (same column flags as the run unless given).
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from bert_keras import rundir
+from bert_keras import logs
+from bert_keras.config import RunConfig
 from bert_keras.data import SPLITS
 from bert_keras.errors import UsageError, exit_on_usage_error
+from bert_keras.rundir import RunDir
 
 
 def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | None) -> Path:
-    from bert_keras import checkpoint, metrics, model, pipeline, report, tokenize
+    from bert_keras import metrics, pipeline, report, tokenize
 
-    run_flags = rundir.read_flags(run_dir)
-    if not (run_dir / rundir.BEST_WEIGHTS).is_file():
-        raise UsageError(
-            f"--run_dir={run_dir} has no {rundir.BEST_WEIGHTS} (no epoch finished); train it first."
-        )
-    label_names = rundir.read_labels(run_dir)
-    labeled = _load(dataset or run_flags["dataset"], run_flags, label_names, split)
-    max_len = int(run_flags["max_seq_length"])
-    ckpt = checkpoint.resolve(run_flags["model"], max_len)
+    run = RunDir(run_dir)
+    config, label_names = run.config(), run.label_names()
+    if not run.best_weights.is_file():  # before the data is read: fail fast
+        run.load_classifier()
+    labeled = _load(config, dataset, label_names, split)
+    ckpt = run.checkpoint()
     # Only the split evaluated: a test report need not tokenize the training rows.
     tokens = tokenize.tokenize(
-        {split: labeled.splits[split]}, tokenize.load_tokenizer(ckpt), max_len
+        {split: labeled.splits[split]}, tokenize.load_tokenizer(ckpt), config.max_seq_length
     )
-    classifier = model.load_best(run_dir, ckpt, run_flags["pooling"], len(label_names))
-    ds, y_true = pipeline.eval_dataset(tokens[split], 64, max_len)
-    logits = metrics.predict(classifier, ds, y_true)
-    finished = run_dir / rundir.FINISHED
-    epochs = json.loads(finished.read_text())["epochs"] if finished.is_file() else None
-    about = {
-        "model": ckpt.name,
-        "dataset": labeled.name,
-        "split": split,
-        "source": f"the best checkpoint of {run_dir}",
-        "flags": run_flags,
-    }
-    folder = report_dir or run_dir / "reports" / split
-    report.write(folder, y_true, logits, label_names, about, epochs, run_dir / "logs/steps.csv")
+    ds, y_true = pipeline.eval_dataset(tokens[split], 64, config.max_seq_length)
+    logits = metrics.predict(run.load_classifier(ckpt), ds, y_true)
+    results = run.results()
+    about = _about(ckpt.name, labeled.name, split, f"the best checkpoint of {run}", config)
+    folder = report_dir or run.report_dir(split)
+    epochs = results.epochs if results else None
+    report.write(folder, y_true, logits, label_names, about, epochs, run.steps_csv)
     return folder
 
 
@@ -59,8 +50,8 @@ def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: P
     export_dir = predict.find_export(export_dir)
     predictor = predict.Predictor(export_dir)
     info = predictor.info
-    run_flags = info["training"]["flags"]
-    labeled = _load(dataset or info["dataset"], run_flags, predictor.label_names, split)
+    config = RunConfig.parse(f"--{k}={v}" for k, v in info["training"]["flags"].items())
+    labeled = _load(config, dataset or info["dataset"], predictor.label_names, split)
     rows = labeled.splits[split]
     probabilities = np.concatenate(
         [
@@ -68,37 +59,32 @@ def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: P
             for batch in rows.iter(batch_size=64)
         ]
     )
-    run_dir = Path(info["training"]["run_dir"])
+    run = RunDir(info["training"]["run_dir"])
     folder = report_dir or (
-        run_dir / "reports" / split
-        if (run_dir / rundir.MARKER).is_file()
+        run.report_dir(split)
+        if run.flags.is_file()
         else Path("reports") / f"{export_dir.parent.name}-{export_dir.name}-{split}"
     )
-    about = {
-        "model": info["model"],
-        "dataset": labeled.name,
-        "split": split,
-        "source": f"the SavedModel {export_dir}",
-        "flags": run_flags,
-    }
+    about = _about(info["model"], labeled.name, split, f"the SavedModel {export_dir}", config)
     logits = np.log(np.maximum(probabilities, 1e-30))
     report.write(folder, np.asarray(rows["label"]), logits, predictor.label_names, about)
     return folder
 
 
-def _load(dataset: str, run_flags: dict, label_names: list[str], split: str):
+def _about(model: str, dataset: str, split: str, source: str, config: RunConfig) -> dict:
+    return {
+        "model": model,
+        "dataset": dataset,
+        "split": split,
+        "source": source,
+        "flags": config.recorded(),
+    }
+
+
+def _load(config: RunConfig, dataset: str | None, label_names: list[str], split: str):
     from bert_keras import data
 
-    labeled = data.load(
-        dataset,
-        run_flags.get("text_column", "text"),
-        run_flags.get("label_column", "label"),
-        max_eval_examples=int(run_flags.get("max_eval_examples", 0)) if split != "test" else 0,
-        text_pair_column=run_flags.get("text_pair_column", ""),
-        label_names=run_flags.get("label_names", ""),
-        validation_fraction=float(run_flags.get("validation_fraction", 0.1)),
-        seed=int(run_flags.get("seed", 42)),
-    )
+    labeled = data.from_config(config, dataset, split)
     if labeled.label_names != label_names:
         raise UsageError(
             f"--dataset={dataset} has the labels {labeled.label_names}, the model "
@@ -120,7 +106,7 @@ def define_flags():
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
+    logs.quiet_libraries()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
     f = flags.FLAGS

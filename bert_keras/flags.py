@@ -3,9 +3,16 @@
 Every flag is defined here, once, with its unit and default. `--flagfile=FILE` reads flags
 from a file (one `--name=value` a line); unknown flags are an error. The run directory gets a
 flagfile that reproduces the run (`run.flags`).
+
+The flags live in their own `TRAINER` FlagValues, not absl's global FLAGS: the trainer's entry
+points (train, bench) add them to FLAGS, the other commands define flags of the same names
+(`--dataset`) of their own, and `config.parse` reads a run's flagfile with a private copy.
+Nothing but an entry point reads flag values: `config.RunConfig` is what the stages receive.
 """
 
 from absl import flags
+
+TRAINER = flags.FlagValues()
 
 # === Data ===
 flags.DEFINE_string(
@@ -14,13 +21,17 @@ flags.DEFINE_string(
     "Where the text-classification data comes from: `emotion` (shipped with bert_keras), a "
     "local folder holding train/validation/test files (.jsonl, .json, .csv or .parquet), or a "
     "Hugging Face hub id such as `dair-ai/emotion` (needs a network).",
+    flag_values=TRAINER,
 )
-flags.DEFINE_string("text_column", "text", "Name of the column holding the text.")
+flags.DEFINE_string(
+    "text_column", "text", "Name of the column holding the text.", flag_values=TRAINER
+)
 flags.DEFINE_string(
     "label_column",
     "label",
     "Name of the column holding the label: an integer id, or a string name (then the ids are "
     "the sorted names).",
+    flag_values=TRAINER,
 )
 flags.DEFINE_string(
     "text_pair_column",
@@ -28,12 +39,14 @@ flags.DEFINE_string(
     "Name of a column holding a second text (sentence pairs: premise/hypothesis, question/"
     "answer). It is fed as segment 1 after [SEP]; the export then takes `text` and `text_pair`. "
     "Empty = single texts.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_list(
     "label_names",
     [],
     "The label names in id order (`--label_names=neg,pos`), when the data holds integer ids: "
     "overrides a labels.txt beside the split files and the data set's own names.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_float(
     "validation_fraction",
@@ -42,6 +55,7 @@ flags.DEFINE_float(
     "stratified by label and drawn with --seed.",
     lower_bound=0.01,
     upper_bound=0.5,
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "max_train_examples",
@@ -49,6 +63,7 @@ flags.DEFINE_integer(
     "Train on this many rows, drawn as the tutorial did (`shuffle(seed=42).select(range(n))`). "
     "0 = the whole train split.",
     lower_bound=0,
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "max_eval_examples",
@@ -56,6 +71,7 @@ flags.DEFINE_integer(
     "Validate on this many rows of the validation split, drawn like --max_train_examples. "
     "0 = the whole split. The test split is always evaluated whole.",
     lower_bound=0,
+    flag_values=TRAINER,
 )
 
 # === Model ===
@@ -66,6 +82,7 @@ flags.DEFINE_string(
     "local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors), a hub id as "
     "`hf://google-bert/bert-base-uncased`, or a keras-hub preset such as "
     "`bert_base_en_uncased` (both need a network).",
+    flag_values=TRAINER,
 )
 flags.DEFINE_enum(
     "pooling",
@@ -73,6 +90,7 @@ flags.DEFINE_enum(
     ["cls", "pooler", "mean"],
     "How the encoder's output becomes one vector per text: `cls` (the [CLS] token's final "
     "hidden state), `pooler` (BERT's tanh pooler over [CLS]) or `mean` (mean over real tokens).",
+    flag_values=TRAINER,
 )
 flags.DEFINE_float(
     "dropout",
@@ -80,6 +98,7 @@ flags.DEFINE_float(
     "Dropout rate in the encoder and before the classification layer (0 turns it off).",
     lower_bound=0.0,
     upper_bound=0.9,
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "max_seq_length",
@@ -87,6 +106,7 @@ flags.DEFINE_integer(
     "Maximum tokens per text, [CLS] and [SEP] included; longer texts are truncated. Batches are "
     "padded only to their longest text.",
     lower_bound=3,
+    flag_values=TRAINER,
 )
 
 # === Training ===
@@ -95,9 +115,14 @@ flags.DEFINE_integer(
     32,
     "Global batch size (examples per step, summed over replicas).",
     lower_bound=1,
+    flag_values=TRAINER,
 )
-flags.DEFINE_integer("epochs", 4, "Passes over the training data.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate of AdamW.", lower_bound=0.0)
+flags.DEFINE_integer(
+    "epochs", 4, "Passes over the training data.", lower_bound=1, flag_values=TRAINER
+)
+flags.DEFINE_float(
+    "learning_rate", 1e-4, "Peak learning rate of AdamW.", lower_bound=0.0, flag_values=TRAINER
+)
 flags.DEFINE_float(
     "warmup_ratio",
     0.1,
@@ -105,18 +130,21 @@ flags.DEFINE_float(
     "0. E.g., 0.1 = 10% of training.",
     lower_bound=0.0,
     upper_bound=1.0,
+    flag_values=TRAINER,
 )
 flags.DEFINE_float(
     "weight_decay",
     0.01,
     "AdamW decoupled weight decay (not applied to biases and LayerNorm).",
     lower_bound=0.0,
+    flag_values=TRAINER,
 )
 flags.DEFINE_float(
     "clip_norm",
     1.0,
     "Clip gradients to this global norm. 0 = no clipping.",
     lower_bound=0.0,
+    flag_values=TRAINER,
 )
 flags.DEFINE_enum(
     "class_weight",
@@ -125,18 +153,21 @@ flags.DEFINE_enum(
     "Weight each training example's loss by its class: `balanced` = rows / (labels x rows of "
     "the class), from the training split's label counts (scikit-learn's formula), so rare "
     "classes count as much as common ones.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "early_stopping_patience",
     2,
     "Stop after this many epochs without a better validation micro-F1. 0 = never stop early.",
     lower_bound=0,
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "seed",
     42,
     "Seed for weight initialisation, dropout and data order. The same seed on CPU gives the "
     "same metrics.",
+    flag_values=TRAINER,
 )
 
 # === Devices ===
@@ -149,6 +180,7 @@ flags.DEFINE_enum(
     "or over --num_cpu_devices logical CPU devices when there is no GPU; `multi_worker` = "
     "MultiWorkerMirroredStrategy over the machines in TF_CONFIG (run the same command on each; "
     "worker 0 writes the run directory, which must be on storage all workers see to resume).",
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "num_cpu_devices",
@@ -156,6 +188,7 @@ flags.DEFINE_integer(
     "Split the CPU into this many logical devices (for --strategy=mirrored without GPUs; how "
     "the tests exercise MirroredStrategy). 0 = leave the CPU as one device.",
     lower_bound=0,
+    flag_values=TRAINER,
 )
 
 flags.DEFINE_enum(
@@ -165,14 +198,15 @@ flags.DEFINE_enum(
     "Compute in 16 bits, keeping float32 weights and logits: `auto` = bfloat16 on CPUs with "
     "AVX512-BF16 or AMX, float16 (with loss scaling) on GPUs, off elsewhere. The export always "
     "computes in float32.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_bool(
     "jit_compile",
     False,
-    "Compile the training step with XLA, once per batch shape. Measured with MiniLM on 2 CPU "
-    "cores (python -m bert_keras.bench): 60.4 -> 55.3 examples/s with oneDNN on, plus 75 s of "
-    "compiling and more memory, so off by default. Keras ignores it under a distribution "
-    "strategy.",
+    "Compile the training step with XLA, once per batch shape (batch widths are then rounded "
+    "up to multiples of 8). Off by default: slower on CPUs (docs/performance.md). Keras "
+    "ignores it under a distribution strategy.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "steps_per_execution",
@@ -180,6 +214,7 @@ flags.DEFINE_integer(
     "Training steps per call into TensorFlow (Keras `steps_per_execution`): fewer Python "
     "round trips for small models.",
     lower_bound=1,
+    flag_values=TRAINER,
 )
 
 # === Surviving a kill ===
@@ -190,6 +225,7 @@ flags.DEFINE_integer(
     "this many steps and at every epoch end; rerunning the same command after a crash resumes "
     "from the last backup. 0 = at epoch ends only.",
     lower_bound=0,
+    flag_values=TRAINER,
 )
 
 # === Output ===
@@ -198,18 +234,29 @@ flags.DEFINE_string(
     "",
     "The run directory: flagfile, labels, best checkpoint, logs, metrics.json and the "
     "SavedModel under export/. Empty = runs/<dataset>.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_bool(
     "overwrite",
     False,
     "Start over in --output_dir, replacing a finished run or discarding an unfinished one's "
     "backup. Without it a finished run is never touched and an unfinished one is resumed.",
+    flag_values=TRAINER,
 )
 flags.DEFINE_string(
     "export_name",
     "",
     "Model name in the export path <output_dir>/export/<export_name>/<version>/ (TF Serving's "
     "MODEL_NAME). Empty = the dataset's name.",
+    flag_values=TRAINER,
 )
 
-FLAGS = flags.FLAGS
+
+def add_to(fv: flags.FlagValues = flags.FLAGS):
+    """Adds the trainer's flags to an entry point's FLAGS (once), as key flags of this module:
+    the entry point's `adopt_module_key_flags(bert_keras.flags)` lists them in its `--help`."""
+    if "learning_rate" in fv:
+        return
+    fv.append_flag_values(TRAINER)
+    for name in TRAINER:
+        flags.declare_key_flag(name, flag_values=fv)

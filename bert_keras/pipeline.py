@@ -21,11 +21,10 @@ BUCKET_BATCHES = 50
 def pad_multiple(jit_compile: bool) -> int:
     """What batch widths are rounded up to a multiple of.
 
-    XLA compiles the step once per batch shape: under --jit_compile widths are multiples of 8
-    (emotion: 10 shapes, 19% of the tokens padding). Without XLA, Keras' step function
-    (`reduce_retracing`) is traced again only until it sees a second shape, then runs every
-    length on one generic trace: batches are padded to their longest row alone (57 shapes, 3%
-    padding; 11% less step time, python -m bert_keras.bench).
+    XLA compiles the step once per batch shape: under --jit_compile widths are multiples of 8,
+    for few shapes. Without XLA, Keras' step function (`reduce_retracing`) is traced again only
+    until it sees a second shape, then runs every length on one generic trace: batches are
+    padded to their longest row alone, for the least padding (docs/performance.md).
     """
     return 8 if jit_compile else 1
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
-from absl import app, flags, logging
+from absl import app, flags
 
+from bert_keras import logs
 from bert_keras.errors import UsageError, cause, exit_on_usage_error
-
-INFO = "assets/bert_keras.json"  # what makes a SavedModel a bert_keras export
+from bert_keras.serving import INFO
 
 
 def find_export(path: Path) -> Path:
@@ -211,7 +211,7 @@ def run(argv: list[str]):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
+    logs.quiet_libraries()
     exit_on_usage_error(run, argv)
 
 

@@ -11,9 +11,6 @@
 """
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
 
-from bert_keras import metrics  # noqa: E402
+from bert_keras import durable, metrics  # noqa: E402
 
 
 def write(
@@ -47,30 +44,19 @@ def write(
     text = classification_report(
         y_true, y_pred, labels=ids, target_names=label_names, digits=4, zero_division=0
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    (tmp / "classification_report.txt").write_text(text)
-    (tmp / "classification_report.json").write_text(json.dumps(per_class, indent=2) + "\n")
     cm = confusion_matrix(y_true, y_pred, labels=ids)
-    plot_confusion(cm, label_names, tmp / "confusion_matrix.png", about)
-    plot_per_class_f1(per_class, label_names, tmp / "per_class_f1.png", about)
-    if epochs:
-        plot_training(epochs, steps_csv, tmp / "training_curves.png", about)
-    (tmp / "REPORT.md").write_text(report_md(m, per_class, cm, label_names, about, epochs))
-    os.chmod(tmp, 0o755)
-    _replace(tmp, folder)
+
+    def fill(tmp: Path):
+        (tmp / "classification_report.txt").write_text(text)
+        (tmp / "classification_report.json").write_text(json.dumps(per_class, indent=2) + "\n")
+        plot_confusion(cm, label_names, tmp / "confusion_matrix.png", about)
+        plot_per_class_f1(per_class, label_names, tmp / "per_class_f1.png", about)
+        if epochs:
+            plot_training(epochs, steps_csv, tmp / "training_curves.png", about)
+        (tmp / "REPORT.md").write_text(report_md(m, per_class, cm, label_names, about, epochs))
+
+    durable.write_folder(folder.parent, fill, durable.replacing(folder))
     return m
-
-
-def _replace(new: Path, folder: Path):
-    """The folder swaps to its new contents at once (a reader sees the old or the new)."""
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-old-"))
-        os.rename(folder, old / "x")
-        os.rename(new, folder)
-        shutil.rmtree(old)
-    else:
-        os.rename(new, folder)
 
 
 def _title(about: dict, what: str) -> str:
@@ -168,21 +154,42 @@ def plot_training(epochs: list, steps_csv: Path | None, path: Path, about: dict)
 
 
 def report_md(m, per_class, cm, label_names, about, epochs) -> str:
-    flags = about.get("flags") or {}
     lines = [
         f"# {about['model']} on {about['dataset']}: {about['split']} split",
         "",
         f"{m['examples']:,} examples, evaluated from {about['source']}.",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| accuracy | {m['accuracy']:.4f} |",
-        f"| micro-F1 | {m['micro_f1']:.4f} |",
-        f"| macro-F1 | {m['macro_f1']:.4f} |",
-        f"| loss | {m['loss']:.4f} |",
+        *_metric_table(m),
         "",
         "## Per class",
         "",
+        *_per_class_table(per_class, cm, label_names),
+        "",
+        "![F1 per class](per_class_f1.png)",
+        "",
+        "![Confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    if epochs:
+        lines += ["## Training", "", *_epoch_table(epochs), ""]
+        lines += ["![Training curves](training_curves.png)", ""]
+    if about.get("flags"):
+        lines += ["## Hyperparameters", "", *_flag_table(about["flags"]), ""]
+    lines += ["Files: `classification_report.txt` and `.json` (scikit-learn), the PNGs above.", ""]
+    return "\n".join(lines)
+
+
+def _metric_table(m: dict, per_class: bool = False) -> list[str]:
+    rows = [("accuracy", m["accuracy"]), ("micro-F1", m["micro_f1"]), ("macro-F1", m["macro_f1"])]
+    if per_class:
+        rows += [(f"F1 {name}", f) for name, f in m["per_class_f1"].items()]
+    else:
+        rows.append(("loss", m["loss"]))
+    return ["| metric | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in rows)]
+
+
+def _per_class_table(per_class: dict, cm: np.ndarray, label_names) -> list[str]:
+    lines = [
         "| label | precision | recall | F1 | support | most often mistaken for |",
         "|---|---|---|---|---|---|",
     ]
@@ -197,59 +204,44 @@ def report_md(m, per_class, cm, label_names, about, epochs) -> str:
             f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1-score']:.4f} | "
             f"{int(c['support'])} | {confused} |"
         )
-    lines += [
-        "",
-        "![F1 per class](per_class_f1.png)",
-        "",
-        "![Confusion matrix](confusion_matrix.png)",
-        "",
+    return lines
+
+
+def _epoch_table(epochs: list) -> list[str]:
+    return [
+        "| epoch | training loss | validation loss | val. micro-F1 | val. macro-F1 |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {e['epoch']} | {e['train']['loss']:.4f} | {e['validation']['loss']:.4f} | "
+            f"{e['validation']['micro_f1']:.4f} | {e['validation']['macro_f1']:.4f} |"
+            for e in epochs
+        ),
     ]
-    if epochs:
-        lines += [
-            "## Training",
-            "",
-            "| epoch | training loss | validation loss | val. micro-F1 | val. macro-F1 |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {e['epoch']} | {e['train']['loss']:.4f} | {e['validation']['loss']:.4f} | "
-                f"{e['validation']['micro_f1']:.4f} | {e['validation']['macro_f1']:.4f} |"
-                for e in epochs
-            ),
-            "",
-            "![Training curves](training_curves.png)",
-            "",
-        ]
-    if flags:
-        lines += [
-            "## Hyperparameters",
-            "",
-            "| flag | value |",
-            "|---|---|",
-            *(f"| `--{k}` | `{v}` |" for k, v in sorted(flags.items())),
-            "",
-        ]
-    lines += [
-        "Files: `classification_report.txt` and `.json` (scikit-learn), the PNGs above.",
-        "",
+
+
+def _flag_table(flags: dict) -> list[str]:
+    return [
+        "| flag | value |",
+        "|---|---|",
+        *(f"| `--{k}` | `{v}` |" for k, v in sorted(flags.items())),
     ]
-    return "\n".join(lines)
 
 
 def model_card(info: dict) -> str:
     """MODEL_CARD.md of an export, from its bert_keras.json."""
     training = info.get("training", {})
-    test = training.get("test")
-    flags = training.get("flags", {})
-    counts = training.get("train_label_counts")
+    counts, test = training.get("train_label_counts"), training.get("test")
     names = info["label_names"]
+    inputs = ", ".join(f"`{n}`" for n in info["signatures"]["serving_default"]["inputs"])
     lines = [
         f"# Model card: {info['model']} fine-tuned on {info['dataset']}",
         "",
-        f"A text classifier over {len(names)} labels: {', '.join(names)}. The SavedModel "
-        f"takes raw text (signature `serving_default`, input `text`) and returns `probabilities`, "
-        f"`label_id` and `label`; it tokenizes in the graph (TensorFlow Text) with the training "
-        f"tokenizer's vocab (`assets/vocab.txt`), {info['max_seq_length']} tokens at most, "
-        f"{'lowercased' if info['lowercase'] else 'cased'}.",
+        f"A text classifier over {len(names)} labels: {', '.join(names)}. The SavedModel takes "
+        f"raw text (signature `serving_default`, inputs {inputs}) and returns `probabilities`, "
+        f"`label_id` and `label`; it tokenizes in the graph (TensorFlow Text) as the training "
+        f"tokenizer does ({info.get('tokenizer', 'wordpiece')}, files in `assets/`), "
+        f"{info['max_seq_length']} tokens at most, "
+        f"{'lowercased' if info.get('lowercase') else 'cased'}.",
         "",
         "## Data",
         "",
@@ -257,12 +249,8 @@ def model_card(info: dict) -> str:
     ]
     if counts:
         total = sum(counts.values())
-        lines += [
-            "",
-            "| label | training rows | share |",
-            "|---|---|---|",
-            *(f"| {n} | {c:,} | {c / total:.1%} |" for n, c in counts.items()),
-        ]
+        lines += ["", "| label | training rows | share |", "|---|---|---|"]
+        lines += [f"| {n} | {c:,} | {c / total:.1%} |" for n, c in counts.items()]
     lines += ["", "## Metrics", ""]
     if test:
         lines += [
@@ -270,48 +258,40 @@ def model_card(info: dict) -> str:
             f"{training.get('best_epoch')} of {training.get('epochs_run')} by validation "
             f"micro-F1:",
             "",
-            "| metric | value |",
-            "|---|---|",
-            f"| accuracy | {test['accuracy']:.4f} |",
-            f"| micro-F1 | {test['micro_f1']:.4f} |",
-            f"| macro-F1 | {test['macro_f1']:.4f} |",
-            *(f"| F1 {n} | {f:.4f} |" for n, f in test["per_class_f1"].items()),
+            *_metric_table(test, per_class=True),
         ]
     else:
         lines.append("No test metrics: exported from an unfinished run.")
-    lines += [
-        "",
-        "## Training",
-        "",
-        "| flag | value |",
-        "|---|---|",
-        *(f"| `--{k}` | `{v}` |" for k, v in sorted(flags.items())),
-        "",
-        "Library versions at training: "
-        + ", ".join(f"{k} {v}" for k, v in (info["versions"].get("training") or {}).items())
-        + ".",
-        "",
-        "## Intended use and limits",
-        "",
+    versions = info["versions"].get("training") or {}
+    lines += ["", "## Training", "", *_flag_table(training.get("flags", {})), ""]
+    lines += ["Library versions at training: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
+    lines[-1] += "."
+    lines += ["", "## Intended use and limits", "", *_limits(info, counts), ""]
+    return "\n".join(lines)
+
+
+def _limits(info: dict, counts: dict | None) -> list[str]:
+    flags = info.get("training", {}).get("flags", {})
+    lines = [
         f"- Classifying short English texts like those of `{info['dataset']}` into the labels "
         f"above. Every input gets one of these labels, even text that fits none of them; "
-        f"texts longer than {info['max_seq_length']} tokens are cut.",
+        f"texts longer than {info['max_seq_length']} tokens are cut."
     ]
     if counts:
         rare, common = min(counts, key=counts.get), max(counts, key=counts.get)
+        weighted = flags.get("class_weight", "none") != "none"
         lines.append(
             f"- The classes are imbalanced: `{rare}` has {counts[rare]:,} training rows, "
             f"`{common}` {counts[common]:,}. Rare classes are recognised less reliably (see the "
             f"per-class F1 above); check them before relying on them"
             + (
                 f" (trained with --class_weight={flags['class_weight']})."
-                if flags.get("class_weight", "none") != "none"
+                if weighted
                 else "; `--class_weight=balanced` reweights them in training."
             )
         )
-    lines += [
+    lines.append(
         "- Labels reflect the data set's annotation, including its errors and biases; the model "
-        "has not been evaluated on other domains, languages or populations.",
-        "",
-    ]
-    return "\n".join(lines)
+        "has not been evaluated on other domains, languages or populations."
+    )
+    return lines

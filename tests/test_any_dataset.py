@@ -11,7 +11,11 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from conftest import run_cli, write_split_files
 
-from bert_keras import checkpoint, data, export, tokenize
+from bert_keras import checkpoint, data, tokenize
+from bert_keras.families import for_model_type
+from bert_keras.serving.wordpiece import WordPieceTokenizer
+
+BERT = for_model_type("bert", "")
 
 WORDS = {
     "calm": "quiet gentle peaceful slow soft still relaxed",
@@ -153,7 +157,7 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, tmp_path):
     texts, pairs = [r["premise"] for r in rows], [r["hypothesis"] for r in rows]
     hf = tokenize.load_tokenizer(checkpoint.resolve(str(tiny_bert), 16))
     encoded = hf(texts, pairs, truncation=True, max_length=16)
-    in_graph = export.InGraphTokenizer(tokenize.vocab_of(hf), 16)(
+    in_graph = WordPieceTokenizer(BERT.tokenizer_spec(hf), 16)(
         tf.constant(texts), tf.constant(pairs)
     )
     for i in range(len(rows)):
@@ -186,7 +190,7 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, tmp_path):
 def test_longest_first_truncation_matches_the_hugging_face_tokenizer():
     """Pairs of every length combination from 0 to 21 words, at even and odd budgets."""
     hf = tokenize.load_tokenizer(checkpoint.resolve("all-MiniLM-L6-v2", 128))
-    vocab = tokenize.vocab_of(hf)
+    vocab = BERT.tokenizer_spec(hf)
     words = [
         "the",
         "quick",
@@ -205,7 +209,7 @@ def test_longest_first_truncation_matches_the_hugging_face_tokenizer():
     texts = [" ".join(rng.choice(words, a)) for a, _ in lengths]
     pairs = [" ".join(rng.choice(words, b)) for _, b in lengths]
     for max_len in (4, 5, 16, 17, 128):
-        ids = export.InGraphTokenizer(vocab, max_len)(tf.constant(texts), tf.constant(pairs))
+        ids = WordPieceTokenizer(vocab, max_len)(tf.constant(texts), tf.constant(pairs))
         encoded = hf(texts, pairs, truncation=True, max_length=max_len)
         mask = ids["padding_mask"].numpy().astype(bool)
         got = [row[m].tolist() for row, m in zip(ids["token_ids"].numpy(), mask, strict=True)]

@@ -7,8 +7,8 @@ import pytest
 from conftest import TINY_CONFIG, emotion_rows, run_cli, write_split_files, write_tiny_bert
 
 from bert_keras import checkpoint, train
+from bert_keras.config import RunConfig
 from bert_keras.errors import UsageError
-from bert_keras.flags import FLAGS
 
 
 @pytest.fixture
@@ -17,17 +17,14 @@ def run_train(tmp_path):
     output_dir = tmp_path / "run"
 
     def run(*args):
-        FLAGS.unparse_flags()
-        FLAGS(["bert_keras.train", f"--output_dir={output_dir}", *args])
         with pytest.raises(UsageError) as raised:
-            train.run()
+            train.run(RunConfig.parse([f"--output_dir={output_dir}", *args]))
         message = str(raised.value)
         assert "\n" not in message
         assert not output_dir.exists(), "a failed run left a run directory"
         return message
 
-    yield run
-    FLAGS.unparse_flags()
+    return run
 
 
 def test_dataset_path_does_not_exist(run_train, tmp_path):
@@ -112,13 +109,8 @@ def test_embedded_model_checksum_wrong(tmp_path):
 
 def test_output_dir_not_a_run_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    FLAGS.unparse_flags()
-    FLAGS(["bert_keras.train", f"--output_dir={tmp_path}"])
-    try:
-        with pytest.raises(UsageError, match="not a bert_keras run directory"):
-            train.run()
-    finally:
-        FLAGS.unparse_flags()
+    with pytest.raises(UsageError, match="not a bert_keras run directory"):
+        train.run(RunConfig.parse([f"--output_dir={tmp_path}"]))
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 

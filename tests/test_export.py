@@ -21,8 +21,9 @@ from bert_keras.errors import UsageError
 
 # Loads the export with nothing of ours, the two ways servers do: TF2's object loader, and a
 # TF1 session that restores the variables by name and runs the signature's tensors (TF Serving's
-# C++ loader; it fails where the object loader does not, see export.TextClassifier). TF Text's
-# op libraries are loaded directly: its Python package imports Keras, and TF Serving has neither.
+# C++ loader; it fails where the object loader does not, see serving.module.TextClassifier).
+# TF Text's op libraries are loaded directly: its Python package imports Keras, and TF Serving
+# has neither.
 SERVE_ALONE = r"""
 import glob, importlib.util, json, os, sys
 import numpy as np
@@ -102,7 +103,8 @@ def test_export_matches_in_process_model_on_test_split(tiny_run, tiny_bert, expo
 
     # In process: the Keras model from the best checkpoint, on Hugging Face tokens.
     ckpt = checkpoint.resolve(str(tiny_bert), max_seq_length)
-    classifier = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, flags["pooling"], 0.0)
+    backbone = model.load_backbone(ckpt, 0.0)
+    classifier = model.build_classifier(ckpt.family, backbone, 6, flags["pooling"], 0.0)
     classifier.load_weights(str(tiny_run / "checkpoints" / "best.weights.h5"))
     tokens = tokenize.tokenize(labeled.splits, tokenize.load_tokenizer(ckpt), max_seq_length)
     test_ds, _ = pipeline.eval_dataset(tokens["test"], 64, max_seq_length)
@@ -245,9 +247,9 @@ def test_warmup_requests_replay_through_their_signatures(export_dir):
     assert signatures == ["serving_default", "serving_default", "serve_token_ids"]
 
 
-def test_readme_saved_model_cli_command_runs(export_dir):
-    """The README's `saved_model_cli run` line, on this export."""
-    readme = (REPO / "README.md").read_text()
+def test_docs_saved_model_cli_command_runs(export_dir):
+    """docs/serving.md's `saved_model_cli run` line, on this export."""
+    readme = (REPO / "docs" / "serving.md").read_text()
     command = next(
         line for line in readme.splitlines() if "saved_model_cli" in line and " run " in line
     )

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bert_keras import backup, checkpoint, model, optimization, rundir
+from bert_keras import backup, checkpoint, model, optimization
 from bert_keras.errors import UsageError
+from bert_keras.families import for_model_type
+from bert_keras.families.bert import ClsOnlyEncoderLayer
+
+BERT = for_model_type("bert", "")
 
 
 def _batch(vocabulary_size: int) -> dict:
@@ -24,10 +28,10 @@ def _batch(vocabulary_size: int) -> dict:
 @pytest.mark.parametrize("pooling", ["cls", "pooler"])
 def test_cls_only_last_layer_equals_the_full_encoder(tiny_bert, pooling):
     backbone = model.load_backbone(checkpoint.resolve(str(tiny_bert), 64), 0.0)
-    classifier = model.build_classifier(backbone, 6, pooling, 0.0)
-    assert any(isinstance(layer, model.ClsOnlyEncoderLayer) for layer in classifier.layers)
+    classifier = model.build_classifier(BERT, backbone, 6, pooling, 0.0)
+    assert any(isinstance(layer, ClsOnlyEncoderLayer) for layer in classifier.layers)
     # The same head on the full backbone's output: the reference.
-    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in model.INPUTS}
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in BERT.inputs}
     full = backbone(inputs)
     pooled = full["sequence_output"][:, 0, :] if pooling == "cls" else full["pooled_output"]
     reference = keras.Model(inputs, classifier.get_layer("logits")(pooled))
@@ -58,12 +62,12 @@ def test_checkpoints_from_before_the_cls_only_layer_still_load(tiny_bert, tmp_pa
     """Runs trained before the change keep working for export and evaluation."""
     ckpt = checkpoint.resolve(str(tiny_bert), 64)
     keras.utils.set_random_seed(3)
-    old = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0, cls_only=False)
-    best = tmp_path / rundir.BEST_WEIGHTS
-    best.parent.mkdir(parents=True)
+    backbone = model.load_backbone(ckpt, 0.0)
+    old = model.build_classifier(BERT, backbone, 6, "cls", 0.0, first_token_only=False)
+    best = tmp_path / "best.weights.h5"
     old.save_weights(str(best))
     keras.utils.set_random_seed(4)  # another random head: only loading can make them agree
-    loaded = model.load_best(tmp_path, ckpt, "cls", 6)
+    loaded = model.load_best(best, ckpt, "cls", 6)
     x = _batch(30522)
     np.testing.assert_allclose(loaded(x).numpy(), old(x).numpy(), atol=1e-5)
 
@@ -72,25 +76,26 @@ def test_a_backup_from_before_the_cls_only_layer_is_refused_in_one_line(tiny_ber
     """Its optimizer state cannot be mapped onto the new layout: a clear error, not a traceback."""
     ckpt = checkpoint.resolve(str(tiny_bert), 64)
 
-    def compiled(cls_only):
-        m = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0, cls_only)
+    def compiled(first_token_only):
+        backbone = model.load_backbone(ckpt, 0.0)
+        m = model.build_classifier(BERT, backbone, 6, "cls", 0.0, first_token_only)
         m.compile(optimizer=keras.optimizers.AdamW(), loss="sparse_categorical_crossentropy")
         m.optimizer.build(m.trainable_variables)
         return m
 
-    folder = tmp_path / backup.FOLDER / "step-4"
+    folder = tmp_path / "backup" / "step-4"
     folder.mkdir(parents=True)
     compiled(False).save_weights(str(folder / backup.WEIGHTS))
     (folder / backup.STATE).write_text("{}")
     with pytest.raises(UsageError, match=r"older bert_keras.*--overwrite") as error:
-        backup.restore(tmp_path, compiled(True))
+        backup.restore(tmp_path / "backup", compiled(True))
     assert "\n" not in str(error.value)
 
 
 def test_mean_pooling_keeps_the_full_encoder(tiny_bert):
     backbone = model.load_backbone(checkpoint.resolve(str(tiny_bert), 64), 0.0)
-    classifier = model.build_classifier(backbone, 6, "mean", 0.0)
-    assert not any(isinstance(layer, model.ClsOnlyEncoderLayer) for layer in classifier.layers)
+    classifier = model.build_classifier(BERT, backbone, 6, "mean", 0.0)
+    assert not any(isinstance(layer, ClsOnlyEncoderLayer) for layer in classifier.layers)
 
 
 def _train(optimizer_class) -> list:

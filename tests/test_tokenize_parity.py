@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from bert_keras import checkpoint, data, tokenize
-from bert_keras.export import InGraphTokenizer
+from bert_keras.families import for_model_type
+from bert_keras.serving.wordpiece import WordPieceTokenizer
 
 MAX_SEQ_LENGTH = 128
 
@@ -35,7 +36,7 @@ HARD_STRINGS = [
 def tokenizers():
     ckpt = checkpoint.resolve(checkpoint.EMBEDDED_NAME, MAX_SEQ_LENGTH)
     hf = tokenize.load_tokenizer(ckpt)
-    return hf, InGraphTokenizer(tokenize.vocab_of(hf), MAX_SEQ_LENGTH)
+    return hf, WordPieceTokenizer(for_model_type("bert", "").tokenizer_spec(hf), MAX_SEQ_LENGTH)
 
 
 def _assert_same_ids(texts, hf, in_graph):

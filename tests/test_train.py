@@ -159,7 +159,7 @@ def test_bfloat16_training_exports_a_float32_model(tiny_bert, tmp_path):
 
     keras.mixed_precision.set_global_policy("float32")
     ckpt = checkpoint.resolve(str(tiny_bert), 64)
-    classifier = model.build_classifier(model.load_backbone(ckpt, 0.0), 6, "cls", 0.0)
+    classifier = model.build_classifier(ckpt.family, model.load_backbone(ckpt, 0.0), 6, "cls", 0.0)
     classifier.load_weights(str(run / "checkpoints" / "best.weights.h5"))
     assert {w.dtype for w in classifier.weights} == {"float32"}
     texts = ["i feel great", "this is awful", "i am so scared of the dark"]

@@ -1,0 +1,85 @@
+"""Model families: everything that depends on the encoder's architecture, behind one interface.
+
+A family says which Hugging Face `model_type`s it covers, which files its folder needs, how its
+config is checked, how keras-hub loads its backbone, what its tokenizer must be for the export to
+reproduce it in the graph, which in-graph tokenizer does so, which inputs the backbone takes, and
+how (if at all) its last layer can compute the first token's row alone. The rest of bert_keras
+asks `for_config(config)` and never names an architecture. Adding a family is one module here
+and one `register` call in it, imported below.
+
+>>> family = for_config({"model_type": "bert"})
+>>> family.name, family.inputs
+('bert', ('token_ids', 'segment_ids', 'padding_mask'))
+"""
+
+from bert_keras.errors import UsageError
+
+_REGISTRY: dict[str, "Family"] = {}
+
+
+class Family:
+    """The interface; `families/bert.py` is the reference implementation."""
+
+    name: str
+    model_types: tuple[str, ...]  # Hugging Face config.json `model_type`s covered
+    inputs: tuple[str, ...]  # the backbone's input names, in the pipeline's and export's order
+    tokenizer_files: tuple[str, ...]  # what the folder needs beside config.json and the weights
+
+    def check_config(self, config: dict, source: str, max_seq_length: int):
+        """A UsageError for a config this family or --max_seq_length cannot train."""
+        raise NotImplementedError
+
+    def load_backbone(self, source: str, dropout: float):
+        """The keras-hub backbone from a Hugging Face folder, `hf://` id or keras-hub preset."""
+        raise NotImplementedError
+
+    def hub_tokenizer(self, source: str):
+        """A Hugging Face fast tokenizer for a keras-hub preset (which ships none)."""
+        raise NotImplementedError
+
+    def tokenizer_spec(self, tokenizer):
+        """What the in-graph tokenizer needs from the Hugging Face fast tokenizer; a UsageError
+        when the graph cannot give that tokenizer's ids (checked before training)."""
+        raise NotImplementedError
+
+    def in_graph_tokenizer(self, spec, max_seq_length: int):
+        """A `tf.Module` mapping raw text (and text pairs) to the backbone's inputs."""
+        raise NotImplementedError
+
+    def first_token_only(self, backbone, inputs: dict, pooling: str):
+        """The pooled vector computed with the last layer on the first token's row alone (same
+        values, less work), or None where the architecture does not allow it."""
+        return None
+
+    def full_pooled(self, outputs: dict, pooling: str):
+        """The pooled vector from the whole backbone's outputs, for `cls` and `pooler`."""
+        raise NotImplementedError
+
+
+def register(family: Family) -> Family:
+    for model_type in family.model_types:
+        _REGISTRY[model_type] = family
+    return family
+
+
+def supported() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def for_model_type(model_type: str | None, source: str) -> Family:
+    if model_type not in _REGISTRY:
+        raise UsageError(
+            f"--model={source} has model_type {model_type!r}; bert_keras fine-tunes "
+            f"{', '.join(repr(t) for t in supported())} models. Pick a checkpoint of one of them."
+        )
+    return _REGISTRY[model_type]
+
+
+def for_config(config: dict, source: str = "") -> Family:
+    """The family of a Hugging Face config.json (a keras-hub preset, whose config is not read
+    before loading, counts as BERT)."""
+    return for_model_type(config.get("model_type") if config else "bert", source)
+
+
+# Each family registers itself on import.
+from bert_keras.families import bert  # noqa: E402, F401

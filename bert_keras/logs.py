@@ -1,0 +1,61 @@
+"""A quiet start: the first lines a user sees are bert_keras' own.
+
+Without it a run opens with TensorFlow's C++ start-up lines (CUDA probing on a CPU machine,
+`failed call to cuInit`, CPU feature lists, oneDNN notes), transformers' "PyTorch was not found"
+and absl's INFO lines. `BERT_KERAS_VERBOSE=1` (any value but 0) brings them all back; a user's
+own setting of each library's variable always wins.
+"""
+
+import contextlib
+import os
+import sys
+
+VARIABLE = "BERT_KERAS_VERBOSE"
+
+# Read by the libraries when they are imported: set before TensorFlow and transformers load.
+QUIET_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ log lines; errors still raise exceptions
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def verbose() -> bool:
+    return os.environ.get(VARIABLE, "0") not in ("", "0")
+
+
+def quiet_environment():
+    """Called by `bert_keras/__init__.py`, before any library is imported. TensorFlow's shared
+    libraries log as they load, before its log level is read (tensorflow/tensorflow#100442):
+    TensorFlow is imported here with the process's stderr closed."""
+    if verbose():
+        return
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    with _stderr_discarded():
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 to /dev/null (C++ writes to it directly), then back. An exception is
+    raised after it is back, so its traceback is seen."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_libraries():
+    """Called by each command line's `main`: Python-side INFO logs (absl's, through which
+    TensorFlow reports SavedModel internals) to warnings."""
+    if verbose():
+        return
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)

@@ -1,0 +1,93 @@
+"""What a run learned and measured: the schema of `metrics.json`, and the history of epochs
+that the training callbacks share.
+
+Metrics of a split (`metrics.classification_metrics`) are dicts with `loss`, `accuracy`,
+`micro_f1`, `macro_f1`, `per_class_f1` (by label name) and `examples`. An epoch is
+`{"epoch": n (1-based), "train": Keras' training logs, "validation": metrics}`.
+
+>>> results = Results.read(run_dir / "metrics.json")
+>>> results.best()["validation"]["micro_f1"], results.test["macro_f1"]
+(0.9135, 0.8901)
+"""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from bert_keras import durable
+
+
+@dataclasses.dataclass
+class History:
+    """The run so far, shared by the callbacks that write it (F1Callback appends the epochs,
+    EpochTimer the seconds) and those that read it (BestEpoch, Backup); a backup stores it, and
+    a resumed run starts from it."""
+
+    epochs: list[dict] = dataclasses.field(default_factory=list)
+    training_seconds: float = 0.0
+    first_step_seconds: float | None = None
+    resumed_at: list[int] = dataclasses.field(default_factory=list)  # steps of resumptions
+
+    def best(self) -> dict | None:
+        """The epoch with the best validation micro-F1 (the earliest of equals); an epoch whose
+        validation loss is not finite never is."""
+        return best_epoch(self.epochs)
+
+    def epochs_since_best(self) -> int:
+        best = self.best()
+        return len(self.epochs) - best["epoch"] if best else 0
+
+
+def best_epoch(epochs: list[dict]) -> dict | None:
+    sane = [e for e in epochs if math.isfinite(e["validation"]["loss"])]
+    return max(sane, key=lambda e: e["validation"]["micro_f1"], default=None)
+
+
+@dataclasses.dataclass
+class Speed:
+    training_seconds: float
+    training_examples_per_second: float
+    real_tokens_per_second: float
+    peak_memory_mb: float
+    replicas: int
+    policy: str  # the Keras dtype policy trained in
+    seconds_to_first_step: float | None  # from the command to the end of the first step
+
+
+@dataclasses.dataclass
+class Results:
+    """metrics.json: written last, its presence marks a run finished."""
+
+    dataset: str
+    model: str
+    parameters: int
+    label_names: list[str]
+    train_label_counts: dict[str, int]
+    class_weight: dict[str, float] | None  # by label name; None without --class_weight
+    best_epoch: int
+    epochs: list[dict]
+    test: dict  # metrics of the test split, from the best checkpoint
+    speed: Speed
+    resumed_at_steps: list[int]
+    final_weights_sha256: str  # equal on every worker of a multi-worker run
+    versions: dict[str, str]
+    export: str = ""  # the SavedModel's version folder
+    wall_seconds: float = 0.0
+
+    def best(self) -> dict:
+        return next(e for e in self.epochs if e["epoch"] == self.best_epoch)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Results":
+        return cls(**{**obj, "speed": Speed(**obj["speed"])})
+
+    @classmethod
+    def read(cls, path: Path) -> "Results":
+        return cls.from_json(json.loads(path.read_text()))
+
+    def write(self, path: Path):
+        durable.write_json(path, self.to_json())

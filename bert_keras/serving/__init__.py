@@ -1,0 +1,15 @@
+"""What a server runs: the in-graph tokenizers and the serving module of an export.
+
+Everything in this package imports TensorFlow and TensorFlow Text only (and TF Serving's request
+protos, for warmup records): no Keras, keras-hub, transformers or datasets, and nothing else of
+bert_keras (`tests/test_export.py` checks it), because TF Serving has none of them.
+
+- `wordpiece.py`: WordPiece tokenization (BERT's), with the Hugging Face tokenizer's ids
+- `pairs.py`: special tokens, pair truncation (longest first) and padding, for every tokenizer
+- `module.py`: `TextClassifier`, the tf.Module an export saves, and its signatures
+- `warmup.py`: the PredictionLog records TF Serving replays before the first request
+
+Writing an export (versions, assets, the model card) is `bert_keras/export.py`.
+"""
+
+INFO = "assets/bert_keras.json"  # what makes a SavedModel a bert_keras export

@@ -1,0 +1,109 @@
+"""The seams the code is built on: one typed configuration, a serving package that needs only
+TensorFlow and TF Text, model families behind one interface, and a quiet start."""
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_cli
+
+from bert_keras import families
+from bert_keras.config import RunConfig
+from bert_keras.errors import UsageError
+from bert_keras.flags import TRAINER
+
+
+def test_the_config_has_every_flag_and_round_trips_through_its_flagfile():
+    assert {f for f in RunConfig.__dataclass_fields__} == set(TRAINER)
+    config = RunConfig.parse(
+        ["--epochs=2", "--label_names=a,b", "--jit_compile", "--learning_rate=3e-5", "--seed=7"]
+    )
+    assert (config.epochs, config.label_names, config.jit_compile) == (2, ("a", "b"), True)
+    assert RunConfig.parse(config.flagfile().splitlines()) == config
+    default = RunConfig.parse([])
+    assert default.epochs == TRAINER["epochs"].default
+    assert default.output_path.as_posix() == "runs/emotion"
+    assert sorted(config.changes_from(default)) == [
+        "--epochs=2 (was 4)",
+        "--jit_compile=true (was false)",
+        "--label_names=a,b (was )",
+        "--learning_rate=3e-05 (was 0.0001)",
+        "--seed=7 (was 42)",
+    ]
+    assert config.replace(backup_every_steps=5).changes_from(config) == []  # resumable
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--learning_rat=1e-4"], "Unknown command line flag 'learning_rat'"),
+        (["--epochs=0"], "--epochs=0"),
+        (["--pooling=max"], "--pooling"),
+    ],
+)
+def test_a_bad_flagfile_line_is_one_usage_error(args, message):
+    with pytest.raises(UsageError, match=message) as raised:
+        RunConfig.parse(args)
+    assert "\n" not in str(raised.value)
+
+
+def _imports(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module)
+    return names
+
+
+def test_the_serving_package_needs_only_tensorflow_and_tf_text():
+    """What a server runs is built from these modules: TF Serving has no Keras, keras-hub,
+    transformers or datasets, nor the rest of bert_keras."""
+    allowed = ("tensorflow", "tensorflow_text", "tensorflow_serving", "bert_keras.serving")
+    for path in sorted((REPO / "bert_keras" / "serving").glob("*.py")):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert name.startswith(allowed) or top in sys.stdlib_module_names, (path, name)
+    code = (
+        "import json, sys; import tensorflow, tensorflow_text; before = set(sys.modules); "
+        "import bert_keras.serving.module, bert_keras.serving.wordpiece, bert_keras.serving.warmup;"
+        " print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    added = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+        ).stdout
+    )
+    assert "bert_keras.serving.module" in added
+    for name in added:
+        top = name.split(".")[0]
+        ours = name in ("bert_keras", "bert_keras.logs") or name.startswith("bert_keras.serving")
+        libraries = ("tensorflow", "tensorflow_text", "tensorflow_serving")
+        assert ours or top in libraries or top in sys.stdlib_module_names, name
+
+
+def test_every_family_implements_the_interface():
+    for model_type in families.supported():
+        family = families.for_model_type(model_type, "")
+        for method in ("check_config", "load_backbone", "tokenizer_spec", "in_graph_tokenizer"):
+            assert getattr(type(family), method) is not getattr(families.Family, method), method
+        assert "padding_mask" in family.inputs and family.tokenizer_files
+
+
+def test_the_start_is_quiet_unless_asked():
+    """A user's terminal shows bert_keras' own lines first; BERT_KERAS_VERBOSE brings back the
+    libraries' start-up logs (TensorFlow's C++ lines among them)."""
+    args = ("--dataset=/nonexistent/data", "--output_dir=/nonexistent/run")
+    quiet = run_cli("bert_keras.train", *args)
+    assert quiet.returncode == 2
+    assert quiet.stdout == ""
+    assert quiet.stderr.splitlines() == [
+        "error: --dataset=/nonexistent/data: no such folder. Give a folder holding train, "
+        "validation and test files, `emotion`, or a Hugging Face hub id."
+    ]
+    verbose = run_cli("bert_keras.train", *args, BERT_KERAS_VERBOSE="1")
+    assert verbose.returncode == 2
+    assert len(verbose.stderr.splitlines()) > 1 and "oneDNN" in verbose.stderr
