@@ -93,7 +93,7 @@ def bert_keras_row(n: int, config: RunConfig) -> dict:
     tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)["train"]
     batch, multiple = config.batch_size, pipeline.pad_multiple(config.jit_compile)
     ds, steps = pipeline.train_dataset(
-        tokens, batch, SEED, config.max_seq_length, epochs=2, multiple=multiple
+        tokens, batch, SEED, config.max_seq_length, 2, multiple=multiple, inputs=ckpt.family.inputs
     )
     keras.utils.set_random_seed(SEED)
     classifier = train.make_classifier(config, ckpt, 6, steps)

@@ -28,7 +28,8 @@ EMBEDDED_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
-WEIGHT_FILES = ("model.safetensors",)
+# One file, or shards with their index (keras-hub's loader reads both).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 @dataclasses.dataclass

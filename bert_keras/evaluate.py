@@ -26,15 +26,16 @@ def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | 
 
     run = RunDir(run_dir)
     config, label_names = run.config(), run.label_names()
-    if not run.best_weights.is_file():  # before the data is read: fail fast
-        run.load_classifier()
+    run.best_checkpoint()  # before the data is read: a run without one fails fast
     labeled = _load(config, dataset, label_names, split)
     ckpt = run.checkpoint()
     # Only the split evaluated: a test report need not tokenize the training rows.
     tokens = tokenize.tokenize(
         {split: labeled.splits[split]}, tokenize.load_tokenizer(ckpt), config.max_seq_length
     )
-    ds, y_true = pipeline.eval_dataset(tokens[split], 64, config.max_seq_length)
+    ds, y_true = pipeline.eval_dataset(
+        tokens[split], 64, config.max_seq_length, inputs=ckpt.family.inputs
+    )
     logits = metrics.predict(run.load_classifier(ckpt), ds, y_true)
     results = run.results()
     about = _about(ckpt.name, labeled.name, split, f"the best checkpoint of {run}", config)

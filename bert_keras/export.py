@@ -46,8 +46,9 @@ def write(module: TextClassifier, model_base: Path, info: dict) -> Path:
         assets = tmp / "assets"
         assets.mkdir(exist_ok=True)
         (assets / "labels.txt").write_text("\n".join(module.label_names) + "\n")
-        for name, text in module.tokenizer.assets().items():
-            (assets / name).write_text(text)
+        for name, content in module.tokenizer.assets().items():
+            path = assets / name
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
         (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n")
         (tmp / "MODEL_CARD.md").write_text(report.model_card(info))
         (tmp / "assets.extra").mkdir()

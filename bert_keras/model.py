@@ -49,7 +49,7 @@ def build_classifier(
     if first_token_only and pooling in ("cls", "pooler"):
         pooled = family.first_token_only(backbone, inputs, pooling)
     if pooled is None and pooling == "mean":
-        sequence = backbone(inputs)["sequence_output"]
+        sequence = family.sequence(backbone(inputs))
         pooled = MaskedMeanPooling(name="mean_pooling")(sequence, inputs["padding_mask"])
     elif pooled is None:
         pooled = family.full_pooled(backbone(inputs), pooling)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 BUCKET_BATCHES = 50
+INPUTS = ("token_ids", "segment_ids", "padding_mask")  # BERT's; a family names its own
 
 
 def pad_multiple(jit_compile: bool) -> int:
@@ -54,7 +55,17 @@ def padded_width(longest, max_len: int, multiple: int = 1):
     return ops.minimum(rounded, ops.maximum(longest, max_len))
 
 
-def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max_len, multiple):
+def _columns(split) -> dict[str, tf.RaggedTensor]:
+    """The split's token ids, and its segment ids where the tokenizer gives them."""
+    columns = {"token_ids": _ragged(split, "input_ids")}
+    if "token_type_ids" in split.column_names:
+        columns["segment_ids"] = _ragged(split, "token_type_ids")
+    return columns
+
+
+def _dense(columns: dict, labels, max_len: int, multiple: int, inputs: tuple):
+    """The model's `inputs` (names) from ragged columns, padded to the batch's width."""
+    token_ids = columns["token_ids"]
     longest = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
     width = padded_width(longest, max_len, multiple)
 
@@ -62,12 +73,12 @@ def _dense(token_ids: tf.RaggedTensor, segment_ids: tf.RaggedTensor, labels, max
         dense = ragged.to_tensor(0)
         return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
 
-    x = {
-        "token_ids": pad(token_ids),
-        "segment_ids": pad(segment_ids),
-        "padding_mask": pad(tf.ones_like(token_ids)),
+    ragged = {
+        "token_ids": token_ids,
+        "segment_ids": columns.get("segment_ids", tf.zeros_like(token_ids)),
+        "padding_mask": tf.ones_like(token_ids),
     }
-    return x, labels
+    return {name: pad(ragged[name]) for name in inputs}, labels
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list:
@@ -108,6 +119,7 @@ def train_dataset(
     epochs: int,
     start: tuple = (0, 0),
     multiple: int = 1,
+    inputs: tuple = INPUTS,
 ):
     """Length-grouped batches for `epochs` epochs in one dataset, for
     `model.fit(..., epochs=epochs, steps_per_epoch=steps)`. Returns (dataset, steps per epoch).
@@ -122,17 +134,11 @@ def train_dataset(
     if not batches:
         return None, len(per_epoch[0])  # the backup was made at the end of the last epoch
     index = tf.RaggedTensor.from_row_lengths(np.concatenate(batches), [len(b) for b in batches])
-    token_ids, segment_ids = _ragged(split, "input_ids"), _ragged(split, "token_type_ids")
-    labels = tf.constant(_labels(split))
+    columns, labels = _columns(split), tf.constant(_labels(split))
 
     def gather(rows):
-        return _dense(
-            tf.gather(token_ids, rows),
-            tf.gather(segment_ids, rows),
-            tf.gather(labels, rows),
-            max_seq_length,
-            multiple,
-        )
+        picked = {name: tf.gather(column, rows) for name, column in columns.items()}
+        return _dense(picked, tf.gather(labels, rows), max_seq_length, multiple, inputs)
 
     ds = tf.data.Dataset.from_tensor_slices(index).map(
         gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -140,19 +146,20 @@ def train_dataset(
     return ds.prefetch(tf.data.AUTOTUNE), len(per_epoch[0])
 
 
-def eval_dataset(split, batch_size: int, max_seq_length: int, multiple: int = 1):
+def eval_dataset(
+    split, batch_size: int, max_seq_length: int, multiple: int = 1, inputs: tuple = INPUTS
+):
     """Every row exactly once, sorted by length (less padding), the last partial batch included.
 
     Returns (dataset, labels in the dataset's order).
     """
     order = np.argsort(lengths(split), kind="stable")
-    token_ids = tf.gather(_ragged(split, "input_ids"), order)
-    segment_ids = tf.gather(_ragged(split, "token_type_ids"), order)
+    columns = {name: tf.gather(column, order) for name, column in _columns(split).items()}
     labels = _labels(split)[order]
     ds = (
-        tf.data.Dataset.from_tensor_slices((token_ids, segment_ids, labels))
+        tf.data.Dataset.from_tensor_slices((columns, labels))
         .batch(batch_size)
-        .map(lambda t, s, y: _dense(t, s, y, max_seq_length, multiple))
+        .map(lambda c, y: _dense(c, y, max_seq_length, multiple, inputs))
         .prefetch(tf.data.AUTOTUNE)
     )
     return ds, labels

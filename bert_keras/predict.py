@@ -25,6 +25,7 @@ from absl import app, flags
 
 from bert_keras import logs
 from bert_keras.errors import UsageError, cause, exit_on_usage_error
+from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO
 
 
@@ -37,8 +38,9 @@ def find_export(path: Path) -> Path:
             f"runs/emotion/export/emotion (newest version) or runs/emotion/export/emotion/1."
         )
     if not (path / "saved_model.pb").is_file():
-        if (path / "export").is_dir():  # a run directory
-            models = [p for p in (path / "export").iterdir() if p.is_dir()]
+        exports = RunDir(path).export_base
+        if exports.is_dir():  # a run directory
+            models = [p for p in exports.iterdir() if p.is_dir()]
             if len(models) == 1:
                 path = models[0]
         versions = [p for p in path.glob("*/saved_model.pb") if p.parent.name.isdigit()]

@@ -50,28 +50,29 @@ class Speed:
     training_examples_per_second: float
     real_tokens_per_second: float
     peak_memory_mb: float
-    replicas: int
-    policy: str  # the Keras dtype policy trained in
-    seconds_to_first_step: float | None  # from the command to the end of the first step
+    replicas: int = 1
+    policy: str = "float32"  # the Keras dtype policy trained in
+    seconds_to_first_step: float | None = None  # from the command to the end of the first step
 
 
 @dataclasses.dataclass
 class Results:
-    """metrics.json: written last, its presence marks a run finished."""
+    """metrics.json: written last, its presence marks a run finished. Fields with a default
+    came later: older runs' files read back with it."""
 
     dataset: str
     model: str
     parameters: int
     label_names: list[str]
-    train_label_counts: dict[str, int]
-    class_weight: dict[str, float] | None  # by label name; None without --class_weight
     best_epoch: int
     epochs: list[dict]
     test: dict  # metrics of the test split, from the best checkpoint
     speed: Speed
-    resumed_at_steps: list[int]
-    final_weights_sha256: str  # equal on every worker of a multi-worker run
     versions: dict[str, str]
+    train_label_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    class_weight: dict[str, float] | None = None  # by label name; None without --class_weight
+    resumed_at_steps: list[int] = dataclasses.field(default_factory=list)
+    final_weights_sha256: str = ""  # equal on every worker of a multi-worker run
     export: str = ""  # the SavedModel's version folder
     wall_seconds: float = 0.0
 
@@ -83,7 +84,9 @@ class Results:
 
     @classmethod
     def from_json(cls, obj: dict) -> "Results":
-        return cls(**{**obj, "speed": Speed(**obj["speed"])})
+        known = {f.name for f in dataclasses.fields(cls)} - {"speed"}
+        speed = Speed(**{k: v for k, v in obj["speed"].items() if k in _SPEED})
+        return cls(**{k: v for k, v in obj.items() if k in known}, speed=speed)
 
     @classmethod
     def read(cls, path: Path) -> "Results":
@@ -91,3 +94,6 @@ class Results:
 
     def write(self, path: Path):
         durable.write_json(path, self.to_json())
+
+
+_SPEED = {f.name for f in dataclasses.fields(Speed)}

@@ -148,19 +148,23 @@ class RunDir:
         config = self.config()
         return checkpoint.resolve(config.model, config.max_seq_length)
 
-    def load_classifier(self, ckpt=None):
-        """The best checkpoint as a float32 classifier with dropout off, for export and
-        inference, whatever precision the run trained in."""
-        from bert_keras import model
-
+    def best_checkpoint(self) -> Path:
+        """The best checkpoint's path; a UsageError while the run has none."""
         if not self.best_weights.is_file():
             raise UsageError(
                 f"--run_dir={self.path} has no {self.best_weights.relative_to(self.path)} (the "
                 f"run ended before its first validation); train it first."
             )
-        config = self.config()
+        return self.best_weights
+
+    def load_classifier(self, ckpt=None):
+        """The best checkpoint as a float32 classifier with dropout off, for export and
+        inference, whatever precision the run trained in."""
+        from bert_keras import model
+
+        weights, config = self.best_checkpoint(), self.config()
         ckpt = ckpt or self.checkpoint()
-        return model.load_best(self.best_weights, ckpt, config.pooling, len(self.label_names()))
+        return model.load_best(weights, ckpt, config.pooling, len(self.label_names()))
 
 
 def _summary(changes: list[str]) -> str:

@@ -113,18 +113,15 @@ def prepare(config: RunConfig) -> Inputs:
     tokenizer), and the evaluation datasets. Training's waits for the backup: it starts where
     that ended."""
     ckpt = checkpoint.resolve(config.model, config.max_seq_length)
+    ckpt.family.check_pooling(config.pooling)
     labeled = data.from_config(config)
     tokenizer = tokenize.load_tokenizer(ckpt)
     ckpt.family.tokenizer_spec(tokenizer)  # refused now, not at export, if the graph cannot
     tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)
     eval_batch = 2 * config.batch_size  # no gradients to keep: twice the batch fits
-    multiple = pipeline.pad_multiple(config.jit_compile)
-    val_ds, val_labels = pipeline.eval_dataset(
-        tokens["validation"], eval_batch, config.max_seq_length, multiple
-    )
-    test_ds, test_labels = pipeline.eval_dataset(
-        tokens["test"], eval_batch, config.max_seq_length, multiple
-    )
+    shape = (config.max_seq_length, pipeline.pad_multiple(config.jit_compile), ckpt.family.inputs)
+    val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, *shape)
+    test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
     counts = np.bincount(tokens["train"]["label"], minlength=len(labeled.label_names))
     return Inputs(
         ckpt=ckpt,
@@ -214,6 +211,7 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
         config.epochs,
         start=(epoch, step),
         multiple=pipeline.pad_multiple(config.jit_compile),
+        inputs=inputs.ckpt.family.inputs,
     )
     with distribute.reporting_lost_workers(strategy, run_dir.backup):
         if step:  # finish the interrupted epoch first: Keras counts an epoch from its start

@@ -96,6 +96,37 @@ def emotion_rows(split: str, n: int) -> list[dict]:
         return [json.loads(line) for line, _ in zip(f, range(n), strict=False)]
 
 
+# Text a client might send: accents, emoji, CJK, scripts, control and zero-width characters.
+HARD_STRINGS = [
+    "Café déjà vu, naïve façade, Ångström, ÉCOLE",
+    "i feel 😀😂🙏 today 👍🏽 #blessed @friend",
+    "我今天很高兴 and 日本語のテキスト, 한국어 텍스트",
+    "what?!?!... no way!!!!!! ((really)) --- ok;;;",
+    "tab\there\nnewline\rreturn  and   spaces",
+    "control\x00chars\x01here\x07and\x1fthere\x7f",
+    "zero\u200bwidth\u200djoiner\ufeffbom and soft\u00adhyphen",
+    "replacement \ufffd char",
+    "don't won't y'all rock'n'roll",
+    "URLs http://example.com/a?b=c&d=e and emails a.b@c.de",
+    "numbers 3.14159 1,000,000 42nd",
+    "Ελληνικά Русский текст العربية עברית हिन्दी ६४ ภาษาไทยง่ายนิดเดียว",
+    "",
+    "   ",
+    "antidisestablishmentarianism " + "x" * 150,
+    " ".join(["word"] * 5000),  # far beyond max_seq_length: truncated
+    "x" * 100_000,  # one word of 100,000 characters
+]
+
+
+def emotion_texts(split: str | None = None) -> list[str]:
+    """The texts of one emotion split, or of all three (20,000)."""
+    texts = []
+    for name in (split,) if split else data.SPLITS:
+        with open(data.EMOTION_DIR / f"{name}.jsonl") as f:
+            texts += [json.loads(line)["text"] for line in f]
+    return texts
+
+
 @pytest.fixture
 def small_emotion(tmp_path) -> Path:
     """A 60/30/30-row copy of emotion with its labels.txt, for tests that alter it."""

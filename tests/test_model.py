@@ -9,7 +9,7 @@ import tensorflow as tf
 from bert_keras import backup, checkpoint, model, optimization
 from bert_keras.errors import UsageError
 from bert_keras.families import for_model_type
-from bert_keras.families.bert import ClsOnlyEncoderLayer
+from bert_keras.families.transformer import ClsOnlyEncoderLayer
 
 BERT = for_model_type("bert", "")
 

@@ -13,6 +13,7 @@ from bert_keras import families
 from bert_keras.config import RunConfig
 from bert_keras.errors import UsageError
 from bert_keras.flags import TRAINER
+from bert_keras.results import Results
 
 
 def test_the_config_has_every_flag_and_round_trips_through_its_flagfile():
@@ -69,7 +70,8 @@ def test_the_serving_package_needs_only_tensorflow_and_tf_text():
             assert name.startswith(allowed) or top in sys.stdlib_module_names, (path, name)
     code = (
         "import json, sys; import tensorflow, tensorflow_text; before = set(sys.modules); "
-        "import bert_keras.serving.module, bert_keras.serving.wordpiece, bert_keras.serving.warmup;"
+        "import bert_keras.serving.module, bert_keras.serving.wordpiece, bert_keras.serving.warmup,"
+        " bert_keras.serving.sentencepiece, bert_keras.serving.bpe;"
         " print(json.dumps(sorted(set(sys.modules) - before)))"
     )
     added = json.loads(
@@ -107,3 +109,15 @@ def test_the_start_is_quiet_unless_asked():
     verbose = run_cli("bert_keras.train", *args, BERT_KERAS_VERBOSE="1")
     assert verbose.returncode == 2
     assert len(verbose.stderr.splitlines()) > 1 and "oneDNN" in verbose.stderr
+
+
+def test_metrics_json_reads_back_as_results(tiny_run):
+    written = json.loads((tiny_run / "metrics.json").read_text())
+    results = Results.read(tiny_run / "metrics.json")
+    assert results.to_json() == written
+    assert results.best()["epoch"] == written["best_epoch"]
+    # A run from before class weights and the speed's policy were recorded still reads.
+    older = {k: v for k, v in written.items() if k not in ("class_weight", "train_label_counts")}
+    older["speed"] = {k: v for k, v in written["speed"].items() if k != "policy"}
+    assert Results.from_json(older).speed.policy == "float32"
+    assert Results.from_json(older).class_weight is None

@@ -1,35 +1,15 @@
 """The export's in-graph tokenizer gives exactly the training tokenizer's ids."""
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import HARD_STRINGS, emotion_texts
 
-from bert_keras import checkpoint, data, tokenize
+from bert_keras import checkpoint, tokenize
 from bert_keras.families import for_model_type
 from bert_keras.serving.wordpiece import WordPieceTokenizer
 
 MAX_SEQ_LENGTH = 128
-
-HARD_STRINGS = [
-    "Café déjà vu, naïve façade, Ångström, ÉCOLE",
-    "i feel 😀😂🙏 today 👍🏽 #blessed @friend",
-    "我今天很高兴 and 日本語のテキスト, 한국어 텍스트",
-    "what?!?!... no way!!!!!! ((really)) --- ok;;;",
-    "tab\there\nnewline\rreturn  and   spaces",
-    "control\x00chars\x01here\x07and\x1fthere\x7f",
-    "zero\u200bwidth\u200djoiner\ufeffbom and soft\u00adhyphen",
-    "replacement \ufffd char",
-    "don't won't y'all rock'n'roll",
-    "URLs http://example.com/a?b=c&d=e and emails a.b@c.de",
-    "numbers 3.14159 1,000,000 42nd",
-    "Ελληνικά Русский текст العربية עברית हिन्दी",
-    "",
-    "   ",
-    "antidisestablishmentarianism " + "x" * 150,
-    " ".join(["word"] * 5000),  # far beyond max_seq_length: truncated
-]
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +40,7 @@ def test_truncates_long_text_to_max_seq_length(tokenizers):
 
 
 def test_all_emotion_texts(tokenizers):
-    texts = []
-    for split in data.SPLITS:
-        with open(data.EMOTION_DIR / f"{split}.jsonl") as f:
-            texts += [json.loads(line)["text"] for line in f]
+    texts = emotion_texts()
     assert len(texts) == 20_000
     for start in range(0, len(texts), 5_000):
         _assert_same_ids(texts[start : start + 5_000], *tokenizers)

@@ -10,6 +10,8 @@ and one `register` call in it, imported below.
 >>> family = for_config({"model_type": "bert"})
 >>> family.name, family.inputs
 ('bert', ('token_ids', 'segment_ids', 'padding_mask'))
+>>> for_config({"model_type": "distilbert"}).inputs
+('token_ids', 'padding_mask')
 """
 
 from bert_keras.errors import UsageError
@@ -24,6 +26,14 @@ class Family:
     model_types: tuple[str, ...]  # Hugging Face config.json `model_type`s covered
     inputs: tuple[str, ...]  # the backbone's input names, in the pipeline's and export's order
     tokenizer_files: tuple[str, ...]  # what the folder needs beside config.json and the weights
+    poolings: tuple[str, ...]  # the --pooling values its architecture has
+
+    def check_pooling(self, pooling: str):
+        if pooling not in self.poolings:
+            raise UsageError(
+                f"--pooling={pooling}: a {self.name} model has no such output; use "
+                f"{' or '.join(f'--pooling={p}' for p in self.poolings)}."
+            )
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         """A UsageError for a config this family or --max_seq_length cannot train."""
@@ -34,8 +44,12 @@ class Family:
         raise NotImplementedError
 
     def hub_tokenizer(self, source: str):
-        """A Hugging Face fast tokenizer for a keras-hub preset (which ships none)."""
-        raise NotImplementedError
+        """A Hugging Face fast tokenizer for a keras-hub preset (which ships none), where the
+        preset's vocabulary makes one."""
+        raise UsageError(
+            f"--model={source}: a keras-hub {self.name} preset ships no Hugging Face tokenizer; "
+            f"use the checkpoint's Hugging Face folder or hub id (hf://...)."
+        )
 
     def tokenizer_spec(self, tokenizer):
         """What the in-graph tokenizer needs from the Hugging Face fast tokenizer; a UsageError
@@ -51,7 +65,11 @@ class Family:
         values, less work), or None where the architecture does not allow it."""
         return None
 
-    def full_pooled(self, outputs: dict, pooling: str):
+    def sequence(self, outputs):
+        """The last layer's hidden states [batch, tokens, hidden] from the backbone's outputs."""
+        raise NotImplementedError
+
+    def full_pooled(self, outputs, pooling: str):
         """The pooled vector from the whole backbone's outputs, for `cls` and `pooler`."""
         raise NotImplementedError
 
@@ -82,4 +100,4 @@ def for_config(config: dict, source: str = "") -> Family:
 
 
 # Each family registers itself on import.
-from bert_keras.families import bert  # noqa: E402, F401
+from bert_keras.families import albert, bert, roberta, xlm_roberta  # noqa: E402, F401

@@ -1,15 +1,15 @@
-"""BERT (`model_type` "bert"): keras-hub's `BertBackbone`, WordPiece tokenization, segment ids.
+"""BERT (`model_type` "bert"): keras-hub's `BertBackbone`, WordPiece tokenization, segment ids;
+and DistilBERT, BERT distilled: 6 layers, no segment ids, no pooler.
 
 >>> from bert_keras.families import for_config
 >>> family = for_config({"model_type": "bert"})
 >>> backbone = family.load_backbone("/path/to/hf_bert_folder", dropout=0.1)
 """
 
-import keras
 import keras_hub
 
 from bert_keras.errors import UsageError, cause
-from bert_keras.families import Family, register
+from bert_keras.families import Family, register, transformer
 from bert_keras.serving.wordpiece import Vocab, WordPieceTokenizer
 
 OFFLINE_HINT = "Offline, use a local folder or `all-MiniLM-L6-v2`."
@@ -20,6 +20,9 @@ class Bert(Family):
     model_types = ("bert",)
     inputs = ("token_ids", "segment_ids", "padding_mask")
     tokenizer_files = ("vocab.txt",)
+    poolings = ("cls", "pooler", "mean")
+    backbone_class = "BertBackbone"  # in keras_hub.models
+    hub_tokenizer_class = "BertTokenizer"
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         limit = config.get("max_position_embeddings", 512)
@@ -32,17 +35,19 @@ class Bert(Family):
     def load_backbone(self, source: str, dropout: float):
         """keras-hub converts a Hugging Face folder (or `hf://` id) itself, offline for
         folders."""
+        backbone_class = getattr(keras_hub.models, self.backbone_class)
         try:
-            return keras_hub.models.BertBackbone.from_preset(source, dropout=dropout)
+            return backbone_class.from_preset(source, dropout=dropout)
         except Exception as e:  # offline, unknown preset, missing tensors: all end the same way
             raise UsageError(
-                f"cannot load BERT weights from --model={source} ({cause(e)}). {OFFLINE_HINT}"
+                f"cannot load {self.name} weights from --model={source} ({cause(e)}). "
+                f"{OFFLINE_HINT}"
             ) from None
 
     def hub_tokenizer(self, source: str):
         import transformers
 
-        hub = keras_hub.models.BertTokenizer.from_preset(source)
+        hub = getattr(keras_hub.models, self.hub_tokenizer_class).from_preset(source)
         return transformers.BertTokenizerFast(
             vocab={t: i for i, t in enumerate(hub.get_vocabulary())}, do_lower_case=hub.lowercase
         )
@@ -75,55 +80,24 @@ class Bert(Family):
         return WordPieceTokenizer(spec, max_seq_length)
 
     def first_token_only(self, backbone, inputs: dict, pooling: str):
-        """Every layer but the last as keras-hub wires them; then the last on [CLS] alone."""
-        last = backbone.transformer_layers[-1]
-        trunk = keras.Model(backbone.inputs, last.input[0], name="bert_backbone_trunk")
-        cls = ClsOnlyEncoderLayer(last)(trunk(inputs), inputs["padding_mask"])
+        cls = transformer.first_token_only(backbone, inputs)
         return cls if pooling == "cls" else backbone.pooled_dense(cls)
 
-    def full_pooled(self, outputs: dict, pooling: str):
+    def sequence(self, outputs):
+        return outputs["sequence_output"]
+
+    def full_pooled(self, outputs, pooling: str):
         return outputs["sequence_output"][:, 0, :] if pooling == "cls" else outputs["pooled_output"]
 
 
-@keras.saving.register_keras_serializable("bert_keras")
-class ClsOnlyEncoderLayer(keras.layers.Layer):
-    """The backbone's last `TransformerEncoder`, computing only the [CLS] row.
-
-    With `cls` or `pooler` pooling nothing but the last layer's [CLS] row reaches the head, and
-    that row needs the other rows only as keys and values. So the last layer projects keys and
-    values for every token but runs the query, the attention output, both LayerNorms and the
-    feed-forward block on one row of each text: the same logits, a sixth less encoder work for a
-    6-layer model. Post-LayerNorm (BERT) only: a pre-LayerNorm layer would need another order.
-    """
-
-    def __init__(self, encoder, **kwargs):
-        super().__init__(name=f"{encoder.name}_cls_only", **kwargs)
-        if encoder.normalize_first:
-            raise ValueError("ClsOnlyEncoderLayer supports post-LayerNorm encoders (BERT) only")
-        self.encoder = encoder
-
-    def get_config(self):
-        return {"encoder": keras.saving.serialize_keras_object(self.encoder)}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["encoder"]))
-
-    def call(self, sequence, padding_mask, training=None):
-        e = self.encoder
-        cls = sequence[:, :1, :]
-        # [batch, 1, length]: the [CLS] query may attend to every real token.
-        mask = keras.ops.cast(padding_mask, "int32")[:, None, :]
-        x = e._self_attention_layer(
-            query=cls, value=sequence, attention_mask=mask, training=training
-        )
-        x = e._self_attention_dropout(x, training=training)
-        x = e._self_attention_layer_norm(x + cls)
-        residual = x
-        x = e._feedforward_output_dense(e._feedforward_intermediate_dense(x))
-        x = e._feedforward_dropout(x, training=training)
-        x = e._feedforward_layer_norm(x + residual)
-        return x[:, 0, :]
+class DistilBert(transformer.SequenceOutput, Bert):
+    name = "distilbert"
+    model_types = ("distilbert",)
+    inputs = ("token_ids", "padding_mask")
+    poolings = ("cls", "mean")
+    backbone_class = "DistilBertBackbone"
+    hub_tokenizer_class = "DistilBertTokenizer"
 
 
 register(Bert())
+register(DistilBert())

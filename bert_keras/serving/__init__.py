@@ -2,9 +2,11 @@
 
 Everything in this package imports TensorFlow and TensorFlow Text only (and TF Serving's request
 protos, for warmup records): no Keras, keras-hub, transformers or datasets, and nothing else of
-bert_keras (`tests/test_export.py` checks it), because TF Serving has none of them.
+bert_keras (`tests/test_structure.py` checks it), because TF Serving has none of them.
 
-- `wordpiece.py`: WordPiece tokenization (BERT's), with the Hugging Face tokenizer's ids
+- `wordpiece.py`: WordPiece (BERT's, DistilBERT's), with the Hugging Face tokenizer's ids
+- `sentencepiece.py`: SentencePiece (XLM-RoBERTa's, ALBERT's), likewise
+- `bpe.py`: byte-level BPE (RoBERTa's), likewise
 - `pairs.py`: special tokens, pair truncation (longest first) and padding, for every tokenizer
 - `module.py`: `TextClassifier`, the tf.Module an export saves, and its signatures
 - `warmup.py`: the PredictionLog records TF Serving replays before the first request

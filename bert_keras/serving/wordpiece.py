@@ -15,7 +15,7 @@ import hashlib
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from bert_keras.serving.pairs import assemble
+from bert_keras.serving.pairs import InGraphTokenizer, Specials
 
 # What the Hugging Face BERT normaliser deletes: control and format characters (Unicode
 # category C) except tab, newline and carriage return, which are whitespace, and U+FFFD. TF
@@ -39,15 +39,14 @@ class Vocab:
         return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()
 
 
-class WordPieceTokenizer(tf.Module):
+class WordPieceTokenizer(InGraphTokenizer):
     """`[CLS] text [SEP]`, or `[CLS] text [SEP] text_pair [SEP]` with segment ids 0 then 1."""
 
     kind = "wordpiece"
 
     def __init__(self, vocab: Vocab, max_seq_length: int):
-        super().__init__()
+        super().__init__(Specials(vocab.cls_id, vocab.sep_id, vocab.pad_id), max_seq_length)
         self.vocab = vocab
-        self.max_seq_length = max_seq_length
         self.fast_bert = tf_text.FastBertTokenizer(
             vocab=vocab.tokens,
             lower_case_nfd_strip_accents=vocab.lowercase,
@@ -55,18 +54,8 @@ class WordPieceTokenizer(tf.Module):
             token_out_type=tf.int32,
         )
 
-    def __call__(self, text, text_pair=None) -> dict:
-        first = self._pieces(text)
-        second = None if text_pair is None else self._pieces(text_pair)
-        v = self.vocab
-        return assemble(first, second, v.cls_id, v.sep_id, v.pad_id, self.max_seq_length)
-
-    def _pieces(self, text) -> tf.RaggedTensor:
-        # Invalid UTF-8 becomes U+FFFD (then deleted) instead of failing the whole request.
-        text = tf.strings.unicode_transcode(
-            text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
-        text = tf.strings.regex_replace(text, DELETED_CHARS, "")
+    def _ids(self, text) -> tf.RaggedTensor:
+        text = tf.strings.regex_replace(text, DELETED_CHARS, "")  # U+FFFD among them
         return self.fast_bert.tokenize(text)
 
     def assets(self) -> dict[str, str]:

@@ -1,0 +1,92 @@
+"""SentencePiece in the graph (XLM-RoBERTa, ALBERT): raw text -> the Hugging Face tokenizer's ids.
+
+The Hugging Face fast tokenizer of a SentencePiece checkpoint is the SentencePiece model's
+Unigram lattice behind a normaliser: a few plain steps (`Replace` of a literal string, Unicode
+normal forms, `StripAccents`, `Lowercase`), then the model's own precompiled character map. Here
+the plain steps run as TensorFlow ops, then TF Text's SentencepieceTokenizer (which applies the
+character map and SentencePiece's whitespace rules) gives pieces, and the Hugging Face vocabulary
+maps each piece to its id (an id offset such as XLM-R's comes with it).
+
+>>> tokenizer = SentencePieceTokenizer(spec, max_seq_length=128)
+>>> tokenizer(tf.constant(["i feel great"]))["token_ids"]
+"""
+
+import dataclasses
+import hashlib
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+from bert_keras.serving.pairs import InGraphTokenizer, Specials
+
+PRIVATE_USE = "\ue000"
+# The normaliser steps the graph reproduces, by their Hugging Face `type`.
+STEPS = ("Replace", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Lowercase")
+
+
+@dataclasses.dataclass
+class SentencePieceSpec:
+    model: bytes  # the SentencePiece model proto (spiece.model, sentencepiece.bpe.model)
+    vocab: list[str]  # the Hugging Face vocabulary: index = id
+    steps: list[dict]  # normaliser steps before the character map, as in tokenizer.json
+    unk_id: int
+    specials: Specials
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model + "\n".join(self.vocab).encode()).hexdigest()
+
+
+class SentencePieceTokenizer(InGraphTokenizer):
+    kind = "sentencepiece"
+
+    def __init__(self, spec: SentencePieceSpec, max_seq_length: int):
+        super().__init__(spec.specials, max_seq_length)
+        self.spec = spec
+        self.pieces = tf_text.SentencepieceTokenizer(model=spec.model, out_type=tf.string)
+        self.ids = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(spec.vocab), tf.range(len(spec.vocab), dtype=tf.int32)
+            ),
+            default_value=spec.unk_id,
+        )
+
+    def _ids(self, text) -> tf.RaggedTensor:
+        # SentencePiece's C++ (and tf.strings.lower) read a NUL as the end of the text; Hugging
+        # Face keeps it as an unknown character. A private-use character is unknown alike.
+        text = tf.strings.regex_replace(text, r"\x00", PRIVATE_USE)
+        for step in self.spec.steps:
+            text = _normalise(text, step)
+        return tf.ragged.map_flat_values(self.ids.lookup, self.pieces.tokenize(text))
+
+    def assets(self) -> dict[str, bytes | str]:
+        return {"sentencepiece.model": self.spec.model, "vocab.txt": "\n".join(self.spec.vocab)}
+
+    def describe(self) -> dict:
+        return {
+            "tokenizer": self.kind,
+            "vocab_size": len(self.spec.vocab),
+            "vocab_sha256": self.spec.sha256,
+            "normalizer": [step["type"] for step in self.spec.steps] + ["Precompiled"],
+            "lowercase": any(step["type"] == "Lowercase" for step in self.spec.steps),
+        }
+
+
+def _normalise(text, step: dict):
+    kind = step["type"]
+    if kind == "Replace":
+        return tf.strings.regex_replace(
+            text, _literal(step["pattern"]["String"]), step["content"].replace("\\", "\\\\")
+        )
+    if kind in ("NFC", "NFD", "NFKC", "NFKD"):
+        return tf_text.normalize_utf8(text, kind)
+    if kind == "StripAccents":  # the Hugging Face step drops nonspacing marks
+        return tf.strings.regex_replace(text, r"\p{Mn}", "")
+    if kind == "Lowercase":
+        return tf.strings.lower(text, encoding="utf-8")
+    raise ValueError(f"normaliser step {kind} is not one of {STEPS}")
+
+
+def _literal(string: str) -> str:
+    """An RE2 pattern matching `string` literally."""
+    return "".join(c if c.isalnum() else f"\\x{{{ord(c):x}}}" for c in string)
