@@ -10,6 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# oneDNN off in the tests and every process they start (bert_keras turns it on unless set): with
+# it, about one training process in ten of the tiny test models aborted on an AVX-512 BF16 host,
+# glibc's "corrupted size vs. prev_size" raised in TensorFlow's MklEinsum (docs/reliability.md).
+# Without oneDNN that kernel is not used. The tests check bert_keras, not TensorFlow's kernels.
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
 from safetensors.numpy import save_file
 
 from bert_keras import checkpoint, data
