@@ -110,7 +110,8 @@ def test_in_graph_tokenizer_gives_the_hugging_face_ids(folder):
     ]
     if in_graph.kind != "sentencepiece":
         assert differ == []
-    # SentencePiece: 0 rows with the committed models, 1 of 20,000 with earlier ones (docs/families.md).
+    # SentencePiece ties: 0 rows with the committed models, 1 of 20,000 with earlier ones
+    # (docs/families.md).
     assert len(differ) <= 5
     for i in differ:
         assert _equal_score_ties(hf, in_graph, texts[i]), texts[i]
