@@ -31,6 +31,7 @@ import numpy as np
 from absl import app, flags
 
 from bert_keras.config import RunConfig
+from bert_keras.errors import parse_flags
 from bert_keras.flags import TRAINER, add_to  # the bert_keras row trains as these flags say
 
 ROWS = ("bert_keras", "tutorial", "trainer", "keras_hub", "matmul", "bert_keras_bf16")
@@ -376,4 +377,4 @@ def table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

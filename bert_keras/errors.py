@@ -2,6 +2,8 @@
 
 import sys
 
+from absl import flags
+
 
 class UsageError(Exception):
     """Bad input: the message is one line that says what is wrong and what to do.
@@ -34,3 +36,14 @@ def exit_on_usage_error(run, *args):
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`: a flag that does not
+    exist or a value out of range is bad input like any other, `error: <message>` and exit 2
+    (absl's own parser prints "FATAL Flags parsing error" and exits 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}; see --help.", file=sys.stderr)
+        sys.exit(2)

@@ -17,7 +17,7 @@ from absl import app, flags
 from bert_keras import logs
 from bert_keras.config import RunConfig
 from bert_keras.data import SPLITS
-from bert_keras.errors import UsageError, exit_on_usage_error
+from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
 from bert_keras.rundir import RunDir
 
 
@@ -127,4 +127,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from bert_keras import durable, logs, report, rundir, tokenize
-from bert_keras.errors import exit_on_usage_error
+from bert_keras.errors import exit_on_usage_error, parse_flags
 from bert_keras.results import Results
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
@@ -168,4 +168,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

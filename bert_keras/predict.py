@@ -24,7 +24,7 @@ import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
 from absl import app, flags
 
 from bert_keras import logs
-from bert_keras.errors import UsageError, cause, exit_on_usage_error
+from bert_keras.errors import UsageError, cause, exit_on_usage_error, parse_flags
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO
 
@@ -219,4 +219,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -43,7 +43,7 @@ from bert_keras import (
 )
 from bert_keras import flags as bert_keras_flags
 from bert_keras.config import RunConfig
-from bert_keras.errors import exit_on_usage_error
+from bert_keras.errors import exit_on_usage_error, parse_flags
 from bert_keras.results import Results, Speed
 from bert_keras.rundir import RunDir
 
@@ -326,4 +326,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

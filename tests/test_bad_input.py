@@ -134,9 +134,22 @@ def test_batch_size_not_divisible_by_replicas_cli(tmp_path):
     assert not output_dir.exists()
 
 
-def test_unknown_flag_fails(tmp_path):
-    result = run_cli("bert_keras.train", "--learning_rat=1e-4", f"--output_dir={tmp_path / 'r'}")
-    assert result.returncode != 0 and "learning_rat" in result.stderr
+@pytest.mark.parametrize(
+    "command, flag, said",
+    [
+        ("bert_keras.train", "--learning_rat=1e-4", "Unknown command line flag 'learning_rat'"),
+        ("bert_keras.train", "--epochs=0", "--epochs=0: 0 is not a positive integer"),
+        ("bert_keras.export", "--run_dirr=x", "Unknown command line flag 'run_dirr'"),
+        ("bert_keras.predict", "--batch_size=-1", "--batch_size=-1"),
+    ],
+)
+def test_a_bad_flag_is_one_error_line_and_exit_2(tmp_path, command, flag, said):
+    output = [f"--output_dir={tmp_path / 'r'}"] if command == "bert_keras.train" else []
+    result = run_cli(command, flag, *output)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith("error: ") and said in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_string_labels_bad_json_is_reported(run_train, small_emotion):
@@ -156,4 +169,15 @@ def test_hub_dataset_unreachable_cli(tmp_path):
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "Hugging Face Hub failed" in error[0] and "local folder" in error[0]
+    assert not output_dir.exists()
+
+
+def test_hub_model_unreachable_cli(tmp_path):
+    """An hf:// id is read (its config.json: family, position limit) before any work."""
+    output_dir = tmp_path / "run"
+    model = "--model=hf://FacebookAI/roberta-base"
+    result = run_cli("bert_keras.train", model, f"--output_dir={output_dir}", HF_HUB_OFFLINE="1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "cannot read the config.json of --model=hf://FacebookAI/roberta-base" in result.stderr
     assert not output_dir.exists()
