@@ -35,6 +35,19 @@ def write(model_type: str, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def _embeddings(p: str, vocab: int, positions: int, types: int, dim: int = H) -> dict:
+    """The embedding tensors under prefix `p` (no token-type table when `types` is 0)."""
+    shapes = {
+        f"{p}embeddings.word_embeddings.weight": (vocab, dim),
+        f"{p}embeddings.position_embeddings.weight": (positions, dim),
+    }
+    if types:  # in this order: the random draws follow it (tests/references was made so)
+        shapes[f"{p}embeddings.token_type_embeddings.weight"] = (types, dim)
+    shapes[f"{p}embeddings.LayerNorm.weight"] = (dim,)
+    shapes[f"{p}embeddings.LayerNorm.bias"] = (dim,)
+    return shapes
+
+
 def _encoder_layer(prefix: str, names: dict) -> dict:
     """One transformer layer's tensors: `names` maps the role to the family's tensor name."""
     shapes = {}
@@ -79,11 +92,7 @@ def _bert(folder: Path):
 
     vocab, p = _wordpiece(folder, transformers.BertTokenizerFast), "bert."
     shapes = {
-        f"{p}embeddings.word_embeddings.weight": (vocab, H),
-        f"{p}embeddings.position_embeddings.weight": (POSITIONS, H),
-        f"{p}embeddings.token_type_embeddings.weight": (2, H),
-        f"{p}embeddings.LayerNorm.weight": (H,),
-        f"{p}embeddings.LayerNorm.bias": (H,),
+        **_embeddings(p, vocab, POSITIONS, 2),
         f"{p}pooler.dense.weight": (H, H),
         f"{p}pooler.dense.bias": (H,),
     }
@@ -123,12 +132,7 @@ def _distilbert(folder: Path):
         "output_norm": "output_layer_norm",
     }
     p = "distilbert."
-    shapes = {
-        f"{p}embeddings.word_embeddings.weight": (vocab, H),
-        f"{p}embeddings.position_embeddings.weight": (POSITIONS, H),
-        f"{p}embeddings.LayerNorm.weight": (H,),
-        f"{p}embeddings.LayerNorm.bias": (H,),
-    }
+    shapes = _embeddings(p, vocab, POSITIONS, 0)
     for n in range(LAYERS):
         shapes.update(_encoder_layer(f"{p}transformer.layer.{n}.", names))
     config = {
@@ -159,13 +163,7 @@ def _xlm_roberta(folder: Path):
 def _xlm_roberta_like(vocab: int, tokenizer):
     """RoBERTa's tensors and config (XLM-RoBERTa's are RoBERTa's)."""
     p = "roberta."
-    shapes = {
-        f"{p}embeddings.word_embeddings.weight": (vocab, H),
-        f"{p}embeddings.position_embeddings.weight": (POSITIONS + 2, H),
-        f"{p}embeddings.token_type_embeddings.weight": (1, H),
-        f"{p}embeddings.LayerNorm.weight": (H,),
-        f"{p}embeddings.LayerNorm.bias": (H,),
-    }
+    shapes = _embeddings(p, vocab, POSITIONS + 2, 1)
     for n in range(LAYERS):
         shapes.update(_encoder_layer(f"{p}encoder.layer.{n}.", _BERT_LAYER))
     config = {
@@ -223,11 +221,7 @@ def _albert(folder: Path):
         "output_norm": "full_layer_layer_norm",
     }
     shapes = {
-        f"{p}embeddings.word_embeddings.weight": (vocab, embedding),
-        f"{p}embeddings.position_embeddings.weight": (POSITIONS, embedding),
-        f"{p}embeddings.token_type_embeddings.weight": (2, embedding),
-        f"{p}embeddings.LayerNorm.weight": (embedding,),
-        f"{p}embeddings.LayerNorm.bias": (embedding,),
+        **_embeddings(p, vocab, POSITIONS, 2, embedding),
         f"{p}encoder.embedding_hidden_mapping_in.weight": (H, embedding),
         f"{p}encoder.embedding_hidden_mapping_in.bias": (H,),
         f"{p}pooler.weight": (H, H),
