@@ -73,12 +73,14 @@ def _dense(columns: dict, labels, max_len: int, multiple: int, inputs: tuple):
         dense = ragged.to_tensor(0)
         return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
 
-    ragged = {
-        "token_ids": token_ids,
-        "segment_ids": columns.get("segment_ids", tf.zeros_like(token_ids)),
-        "padding_mask": tf.ones_like(token_ids),
-    }
-    return {name: pad(ragged[name]) for name in inputs}, labels
+    def ragged(name):
+        if name == "padding_mask":
+            return tf.ones_like(token_ids)
+        if name == "segment_ids" and name not in columns:  # a tokenizer without segments
+            return tf.zeros_like(token_ids)
+        return columns[name]
+
+    return {name: pad(ragged(name)) for name in inputs}, labels
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list:

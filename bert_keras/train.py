@@ -56,6 +56,7 @@ class Inputs:
     labeled: data.LabeledData
     tokens: datasets.DatasetDict
     train_counts: np.ndarray  # training rows per label
+    steps_per_epoch: int
     class_weight: dict[int, float] | None
     validation: tuple  # (dataset, labels in its order, label names)
     test: tuple  # (dataset, labels in its order)
@@ -123,11 +124,13 @@ def prepare(config: RunConfig) -> Inputs:
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, *shape)
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
     counts = np.bincount(tokens["train"]["label"], minlength=len(labeled.label_names))
+    steps = pipeline.steps_per_epoch(tokens["train"].num_rows, config.batch_size)
     return Inputs(
         ckpt=ckpt,
         labeled=labeled,
         tokens=tokens,
         train_counts=counts,
+        steps_per_epoch=steps,
         class_weight=metrics.class_weights(counts, config.class_weight),
         validation=(val_ds, val_labels, labeled.label_names),
         test=(test_ds, test_labels),
@@ -141,7 +144,7 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
         # leaves it out of the model: see the family's first_token_only.)
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
     keras.mixed_precision.set_global_policy(policy)
-    steps = pipeline.steps_per_epoch(inputs.tokens["train"].num_rows, config.batch_size)
+    steps = inputs.steps_per_epoch
     with strategy.scope():
         classifier = make_classifier(config, inputs.ckpt, len(inputs.label_names), steps)
     rows = {name: split.num_rows for name, split in inputs.tokens.items()}
@@ -180,7 +183,7 @@ def make_classifier(config: RunConfig, ckpt, num_labels: int, steps_per_epoch: i
 def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, resuming: bool):
     """Trains from where the last backup left off (or the start); returns the run's history."""
     train = inputs.tokens["train"]
-    steps = pipeline.steps_per_epoch(train.num_rows, config.batch_size)
+    steps = inputs.steps_per_epoch
     progress = backup.restore(run_dir.backup, classifier) if resuming else backup.State()
     epoch, step = progress.position(steps)
     history = progress.history

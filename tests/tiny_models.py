@@ -48,6 +48,11 @@ def _embeddings(p: str, vocab: int, positions: int, types: int, dim: int = H) ->
     return shapes
 
 
+def _layers(prefix: str, names: dict) -> dict:
+    """Every layer's tensors, `prefix` formatted with the layer's number."""
+    return {k: v for n in range(LAYERS) for k, v in _encoder_layer(prefix.format(n), names).items()}
+
+
 def _encoder_layer(prefix: str, names: dict) -> dict:
     """One transformer layer's tensors: `names` maps the role to the family's tensor name."""
     shapes = {}
@@ -96,8 +101,7 @@ def _bert(folder: Path):
         f"{p}pooler.dense.weight": (H, H),
         f"{p}pooler.dense.bias": (H,),
     }
-    for n in range(LAYERS):
-        shapes.update(_encoder_layer(f"{p}encoder.layer.{n}.", _BERT_LAYER))
+    shapes.update(_layers(p + "encoder.layer.{}.", _BERT_LAYER))
     config = {
         "model_type": "bert",
         "architectures": ["BertForPreTraining"],
@@ -132,9 +136,7 @@ def _distilbert(folder: Path):
         "output_norm": "output_layer_norm",
     }
     p = "distilbert."
-    shapes = _embeddings(p, vocab, POSITIONS, 0)
-    for n in range(LAYERS):
-        shapes.update(_encoder_layer(f"{p}transformer.layer.{n}.", names))
+    shapes = {**_embeddings(p, vocab, POSITIONS, 0), **_layers(p + "transformer.layer.{}.", names)}
     config = {
         "model_type": "distilbert",
         "architectures": ["DistilBertForMaskedLM"],
@@ -163,9 +165,10 @@ def _xlm_roberta(folder: Path):
 def _xlm_roberta_like(vocab: int, tokenizer):
     """RoBERTa's tensors and config (XLM-RoBERTa's are RoBERTa's)."""
     p = "roberta."
-    shapes = _embeddings(p, vocab, POSITIONS + 2, 1)
-    for n in range(LAYERS):
-        shapes.update(_encoder_layer(f"{p}encoder.layer.{n}.", _BERT_LAYER))
+    shapes = {
+        **_embeddings(p, vocab, POSITIONS + 2, 1),
+        **_layers(p + "encoder.layer.{}.", _BERT_LAYER),
+    }
     config = {
         "model_type": "xlm-roberta",
         "architectures": ["XLMRobertaForMaskedLM"],
