@@ -1,12 +1,14 @@
 """Fine-tune a BERT-family encoder for text classification with Keras 3 on TensorFlow.
 
 The stages of one run, each in the module named for it:
-flags -> config (typed, once) -> data (Hugging Face dataset, labels) -> tokenize -> pipeline
+flags -> config (typed, once) -> data (Hugging Face dataset, its task) -> tokenize -> pipeline
 (tf.data) -> checkpoint (which weights; its family in families/) -> model (keras-hub backbone +
-head) -> optimization -> distribute -> callbacks (F1, best epoch) and backup -> train ->
-report -> export (assembles a version of serving/: the SavedModel with its in-graph tokenizer).
-Around them: rundir (a run's paths and reading it back), results (metrics.json), durable (every
-write), logs (a quiet start), errors (one-line errors).
+head) -> optimization -> distribute -> callbacks (metrics, best epoch) and backup -> train ->
+report (plots) -> export (assembles a version of serving/: the SavedModel with its in-graph
+tokenizer).
+Around them: task (problem type, label names), metrics, rundir (a run's paths and reading it
+back), results (metrics.json), durable (every write), logs (a quiet start), errors (one-line
+errors).
 """
 
 __version__ = "0.1.0"

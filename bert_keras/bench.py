@@ -97,7 +97,7 @@ def bert_keras_row(n: int, config: RunConfig) -> dict:
         tokens, batch, SEED, config.max_seq_length, 2, multiple=multiple, inputs=ckpt.family.inputs
     )
     keras.utils.set_random_seed(SEED)
-    classifier = train.make_classifier(config, ckpt, 6, steps)
+    classifier = train.make_classifier(config, ckpt, labeled.task, steps)
     lengths = pipeline.lengths(tokens)
     batches = [b for e in range(2) for b in pipeline.epoch_batches(lengths, batch, SEED, e)]
     widths = [

@@ -66,20 +66,17 @@ _IMPORTED = time.time()
 class F1Callback(keras.callbacks.Callback):
     """Evaluates the whole validation split at every epoch end (scikit-learn), appends the epoch
     to the history and puts the figures into Keras' `logs` (`val_micro_f1`, `val_macro_f1`,
-    `val_accuracy`, `val_loss`, `val_f1_<label>`) for the callbacks after it (TensorBoard)."""
+    `val_loss`, ..., `val_f1_<label>`) for the callbacks after it (TensorBoard)."""
 
-    def __init__(self, history: History, dataset, y_true, label_names):
+    def __init__(self, history: History, dataset, y_true, task):
         super().__init__()
         self.history = history
-        self.dataset, self.y_true, self.label_names = dataset, y_true, label_names
+        self.dataset, self.y_true, self.task = dataset, y_true, task
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        m = metrics.evaluate(self.model, self.dataset, self.y_true, self.label_names)
-        for key in ("loss", "accuracy", "micro_f1", "macro_f1"):
-            logs[f"val_{key}"] = m[key]
-        for name, f in m["per_class_f1"].items():
-            logs[f"val_f1_{name}"] = f
+        m = metrics.evaluate(self.model, self.dataset, self.y_true, self.task)
+        logs.update(validation_logs(m))
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
         self.history.epochs.append({"epoch": epoch + 1, "train": train, "validation": m})
         shown = metrics.format_metrics(m)
@@ -94,7 +91,7 @@ def validated(history: History, epoch: int, who: str):
 
 
 class BestEpoch(keras.callbacks.Callback):
-    """Saves the weights when an epoch has the best validation micro-F1 so far, rewrites
+    """Saves the weights when an epoch has the best validation `monitor` so far, rewrites
     `training.csv` from all epochs, and stops training after `patience` epochs without a better
     one (0 = never)."""
 
@@ -115,19 +112,20 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 def stop_early(history: History, patience: int) -> bool:
-    """`patience` epochs (0 = never) passed without a better validation micro-F1."""
+    """`patience` epochs (0 = never) passed without a better validation `monitor`."""
     return 0 < patience <= history.epochs_since_best()
+
+
+def validation_logs(m: dict) -> dict:
+    """A split's metrics as Keras logs: `val_<figure>`, `val_f1_<label>`."""
+    logs = {"val_loss": m["loss"], **{f"val_{k}": m[k] for k in metrics.HEADLINE if k in m}}
+    logs.update({f"val_f1_{name}": f for name, f in m.get("per_class_f1", {}).items()})
+    return logs
 
 
 def training_csv(epochs: list) -> str:
     """One row per epoch: its training logs, then its validation metrics."""
-    rows = []
-    for e in epochs:
-        v = e["validation"]
-        row = {"epoch": e["epoch"], **e["train"]}
-        row.update({f"val_{k}": v[k] for k in ("loss", "accuracy", "micro_f1", "macro_f1")})
-        row.update({f"val_f1_{name}": f for name, f in v["per_class_f1"].items()})
-        rows.append(row)
+    rows = [{"epoch": e["epoch"], **e["train"], **validation_logs(e["validation"])} for e in epochs]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["epoch"])
     writer.writeheader()
@@ -193,12 +191,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         if math.isfinite(loss):
             return
         step = int(self.model.optimizer.iterations.numpy())
-        b = self.history.best()
+        b, monitor = self.history.best(), self.history.monitor
         kept = (
             "no epoch had finished, so there is no best checkpoint"
             if b is None
-            else f"the best checkpoint so far (epoch {b['epoch']}, validation micro-F1 "
-            f"{b['validation']['micro_f1']:.4f}) is kept in {self.best_weights}"
+            else f"the best checkpoint so far (epoch {b['epoch']}, validation "
+            f"{metrics.HEADLINE[monitor]} {b['validation'][monitor]:.4f}) is kept in "
+            f"{self.best_weights}"
         )
         raise TrainingError(f"the {what} became {loss} {when} step {step}; {kept}. {self.advice}")
 

@@ -30,11 +30,19 @@ class RunConfig:
 
     # === Data ===
     dataset: str
+    dataset_config: str
+    train_split: str
+    validation_split: str
+    test_split: str
     text_column: str
     label_column: str
+    label_columns: tuple[str, ...]
+    problem_type: str
     text_pair_column: str
     label_names: tuple[str, ...]
     validation_fraction: float
+    test_fraction: float
+    drop_overlap: bool
     max_train_examples: int
     max_eval_examples: int
     # === Model ===

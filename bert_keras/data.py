@@ -1,10 +1,16 @@
-"""Stage 1: a Hugging Face text-classification data set, checked, with its label names.
+"""Stage 1: a Hugging Face text-classification data set, checked, with its task.
 
-`load` returns train/validation/test splits with the columns `text` (str), `label` (int id in
-[0, num_labels)) and, for sentence pairs, `text_pair` (str), and the label names: the one source
-of truth every later stage and artifact reads them from. Names come from --label_names, else the
-data set's ClassLabel, else a labels.txt beside the split files, else the sorted string labels.
-A data set without a validation split gets one carved off train (stratified, seeded).
+`from_config` returns train/validation/test splits with the columns `text` (str), `label` and,
+for sentence pairs, `text_pair` (str), and the `task.Task`: the problem type and the label names,
+the one source of truth every later stage and artifact reads them from. `label` is an int id in
+[0, labels) (single-label), a multi-hot float32 list of length labels (multi-label) or a float32
+(regression). Label names come from --label_names, else the data set's ClassLabel, else a
+labels.txt beside the data, else the sorted string labels; --label_columns names 0/1 columns.
+
+Any layout `datasets.load_dataset(folder)` reads is read (docs/data.md). A data set without a
+labelled test split gets one carved off train (--test_fraction), then one without a validation
+split gets that (--validation_fraction): stratified, seeded. Texts found in more than one split
+are counted (`overlap`), and with --drop_overlap removed from train.
 
 >>> data = load("emotion", max_train_examples=1000, max_eval_examples=100)
 >>> data.label_names
@@ -14,6 +20,9 @@ A data set without a validation split gets one carved off train (stratified, see
 """
 
 import dataclasses
+import itertools
+import json
+import math
 import os
 from pathlib import Path
 
@@ -22,243 +31,444 @@ import numpy as np
 
 from bert_keras.config import RunConfig, dataset_name
 from bert_keras.errors import UsageError, cause
+from bert_keras.task import MULTI_LABEL, REGRESSION, SINGLE_LABEL, Task
 
 SPLITS = ("train", "validation", "test")
-# File suffix -> the datasets builder that reads it, in order of preference.
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 # The tutorial drew its subsets with this seed; keeping it gives the same 1,000 rows.
 SUBSET_SEED = 42
 EMOTION_DIR = Path(__file__).parent / "resources" / "emotion"
+# Regression rows are stratified by these many quantile bins of their score.
+SCORE_BINS = 10
 
 
 @dataclasses.dataclass
 class LabeledData:
     name: str
     splits: datasets.DatasetDict
-    label_names: list[str]
+    task: Task
+    overlap: dict[str, int] = dataclasses.field(default_factory=dict)  # "train/test": texts
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.task.label_names)
+
+
+def load(dataset: str = "emotion", **flags) -> LabeledData:
+    """The data set with the trainer's data flags (`flags`, by name) at their defaults."""
+    if isinstance(flags.get("label_names"), str):
+        flags["label_names"] = [n for n in flags["label_names"].split(",") if n]
+    flags = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
+    return from_config(RunConfig.parse([]).replace(dataset=dataset, **flags))
 
 
 def from_config(config: RunConfig, dataset: str | None = None, split: str | None = None):
     """The data a run's config names (or `dataset`, read with the run's column flags). With
     `split`, a report of that split: the test split is always whole."""
-    subset = split is None or split != "test"
-    return load(
-        dataset or config.dataset,
-        config.text_column,
-        config.label_column,
-        config.max_train_examples,
-        config.max_eval_examples if subset else 0,
-        text_pair_column=config.text_pair_column,
-        label_names=config.label_names,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-    )
-
-
-def load(
-    dataset: str,
-    text_column: str = "text",
-    label_column: str = "label",
-    max_train_examples: int = 0,
-    max_eval_examples: int = 0,
-    text_pair_column: str = "",
-    label_names: list[str] | str = (),
-    validation_fraction: float = 0.1,
-    seed: int = 42,
-) -> LabeledData:
-    name = dataset_name(dataset)
-    if dataset == "emotion" and not os.path.exists(dataset):
-        dataset = str(EMOTION_DIR)
-    splits, from_file = _read(dataset)
-    columns = {"text_column": text_column, "label_column": label_column}
-    if text_pair_column:
-        columns["text_pair_column"] = text_pair_column
-    for split in splits:
-        _check_columns(splits[split], split, columns)
-    if isinstance(label_names, str):
-        label_names = [n for n in label_names.split(",") if n]
-    names = _label_names(splits, label_column, list(label_names) or from_file, dataset)
-    splits = datasets.DatasetDict({s: _canonical(splits[s], s, columns, names) for s in splits})
+    dataset = dataset or config.dataset
+    source = str(EMOTION_DIR) if dataset == "emotion" and not os.path.exists(dataset) else dataset
+    raw, names_file = _read(source, config.dataset_config)
+    splits = _choose_splits(raw, config)
+    columns = _columns(config)
+    for name, ds in splits.items():
+        _check_columns(ds, name, columns)
+    task = _task(splits["train"], config, names_file, dataset)
+    print(f"Task: {task.describe()}.")
+    splits = {s: _canonical(ds, s, config, task) for s, ds in splits.items()}
+    if "test" not in splits:
+        splits["train"], splits["test"] = _carve(splits["train"], task, config, "test")
     if "validation" not in splits:
-        splits = _carve_validation(splits, validation_fraction, seed)
-    splits["train"] = _subset(splits["train"], max_train_examples)
-    splits["validation"] = _subset(splits["validation"], max_eval_examples)
-    return LabeledData(name=name, splits=splits, label_names=names)
+        splits["train"], splits["validation"] = _carve(splits["train"], task, config, "validation")
+    _count_unlabelled(splits, task)
+    if config.drop_overlap:
+        splits["train"] = _drop_overlap(splits)
+    subset = split is None or split != "test"
+    splits["train"] = _subset(splits["train"], config.max_train_examples)
+    splits["validation"] = _subset(splits["validation"], config.max_eval_examples if subset else 0)
+    splits = datasets.DatasetDict({s: splits[s] for s in SPLITS})
+    return LabeledData(dataset_name(dataset), splits, task, overlap(splits))
 
 
-def _carve_validation(splits, fraction: float, seed: int) -> datasets.DatasetDict:
-    """A validation split from train: `fraction` of each label's rows, drawn with `seed`."""
-    train = splits["train"]
-    labels = np.asarray(train.with_format("arrow")["label"])
-    rng = np.random.default_rng(seed)
-    held = []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        held.extend(rows[: max(1, round(fraction * len(rows)))] if len(rows) > 1 else [])
-    held = np.sort(np.asarray(held, dtype=np.int64))
-    keep = np.setdiff1d(np.arange(train.num_rows), held)
-    print(
-        f"The data set has no validation split: {len(held):,} of {train.num_rows:,} train rows "
-        f"({fraction:.0%} of each label, seed {seed}) are set aside as validation "
-        f"(--validation_fraction)."
-    )
-    return datasets.DatasetDict(
-        {"train": train.select(keep), "validation": train.select(held), "test": splits["test"]}
-    )
+# === Reading ===
 
 
-def _read(dataset: str) -> tuple[datasets.DatasetDict, list[str] | None]:
-    """Local folder first; then the hub, for ids that are not paths."""
+def _read(dataset: str, config_name: str) -> tuple[datasets.DatasetDict, list[str] | None]:
+    """A local folder first (any layout datasets reads, and a labels.txt beside the files);
+    then the hub, for ids that are not paths."""
     path = Path(dataset).expanduser()
-    if path.is_dir():
-        return _read_folder(path)
-    if path.exists():
+    if path.exists() and not path.is_dir():
         raise UsageError(
-            f"--dataset={dataset} is a file; give a folder holding train, validation and test "
-            f"files ({', '.join(BUILDERS)})."
+            f"--dataset={dataset} is a file; give the folder that holds it (train, validation "
+            f"and test files)."
         )
-    if dataset.startswith((".", "/", "~")) or dataset.count("/") > 1:
+    if not path.is_dir() and (dataset.startswith((".", "/", "~")) or dataset.count("/") > 1):
         raise UsageError(
             f"--dataset={dataset}: no such folder. Give a folder holding train, validation and "
             f"test files, `emotion`, or a Hugging Face hub id."
         )
+    where = (
+        "" if path.is_dir() else "no such local folder, and loading it from the Hugging Face Hub"
+    )
     try:
-        splits = datasets.load_dataset(dataset)
-    except Exception as e:  # The hub raises many types: offline, missing repo, auth.
-        raise UsageError(
-            f"--dataset={dataset}: no such local folder, and loading it from the Hugging Face "
-            f"Hub failed ({cause(e)}). Give a local "
-            f"folder, or use `emotion` offline."
-        ) from None
-    missing = [s for s in ("train", "test") if s not in splits]
-    if missing:
-        raise UsageError(
-            f"--dataset={dataset} has no {' or '.join(missing)} split (it has "
-            f"{', '.join(splits)}); give a data set with train and test splits (and validation, "
-            f"or it is carved off train)."
-        )
-    return splits, None
-
-
-def _read_folder(folder: Path) -> tuple[datasets.DatasetDict, list[str] | None]:
-    splits = {}
-    for split in SPLITS:
-        files = [folder / f"{split}{suffix}" for suffix in BUILDERS]
-        found = [f for f in files if f.is_file()]
-        if not found and split == "validation":
-            continue  # carved off train later
-        if not found:
-            present = sorted(p.name for p in folder.iterdir() if p.is_file())
+        source = str(path.resolve()) if path.is_dir() else dataset
+        splits = datasets.load_dataset(source, config_name or None)
+    except ValueError as e:
+        if "corresponds to no data" in str(e):  # an empty split file
+            split = str(e).split('"')[1] if str(e).count('"') >= 2 else "?"
             raise UsageError(
-                f"--dataset={folder}: split `{split}` is missing: no {split}.jsonl, .json, .csv "
-                f"or .parquet there (found: {', '.join(present) or 'nothing'}). Add the file."
-            )
-        file = found[0]
-        if file.stat().st_size == 0:
-            raise UsageError(f"split `{split}` is empty: {file} has no rows. Fill it or remove it.")
-        try:
-            ds = datasets.load_dataset(
-                BUILDERS[file.suffix], data_files={split: str(file)}, split=split
-            )
-        except Exception as e:
-            raise UsageError(
-                f"cannot read {file} ({cause(e)}); check that it is valid {file.suffix[1:]}."
+                f"split `{split}` is empty: --dataset={dataset} has no rows of it. Fill it or "
+                f"remove it."
             ) from None
+        if "config" in str(e).lower() and ("Available" in str(e) or "pick one" in str(e)):
+            raise UsageError(f"--dataset={dataset}: {_configs_message(e, config_name)}") from None
+        raise _unreadable(dataset, where, e) from None
+    except Exception as e:  # The hub raises many types: offline, missing repo, auth.
+        raise _unreadable(dataset, where, e) from None
+    names = None
+    labels_txt = path / "labels.txt"
+    if path.is_dir() and labels_txt.is_file():
+        names = [n.strip() for n in labels_txt.read_text().splitlines() if n.strip()] or None
+    return splits, names
+
+
+def _configs_message(e: ValueError, config_name: str) -> str:
+    available = str(e).split("[", 1)[-1].split("]", 1)[0] if "[" in str(e) else ""
+    what = f"has no config `{config_name}`" if config_name else "has several configs"
+    return f"{what}; pass --dataset_config= one of {available}."
+
+
+def _unreadable(dataset: str, where: str, e: Exception) -> UsageError:
+    if where:
+        return UsageError(
+            f"--dataset={dataset}: {where} failed ({cause(e)}). Give a local folder, or use "
+            f"`emotion` offline."
+        )
+    return UsageError(
+        f"--dataset={dataset}: cannot read it ({cause(e)}); check that its files are valid and "
+        f"of one format (.jsonl, .json, .csv, .tsv, .parquet, .txt)."
+    )
+
+
+def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
+    """{"train", and "validation" and "test" where the data has them} by the split flags. A split
+    named by a flag at its default may be missing (it is carved off train); one named otherwise
+    must exist. A test split without labels (all -1 or null) counts as missing."""
+    defaults = RunConfig.parse([])
+    chosen = {}
+    for role in SPLITS:
+        name = getattr(config, f"{role}_split")
+        if name in raw:
+            chosen[role] = raw[name]
+        elif role == "train" or name != getattr(defaults, f"{role}_split"):
+            raise UsageError(
+                f"--dataset={config.dataset} has no split `{name}` (--{role}_split); its splits "
+                f"are: {', '.join(raw)}. Set --{role}_split to one of them."
+            )
+    if "validation" in chosen and config.validation_split == config.test_split:
+        del chosen["validation"]  # --test_split=validation: validation is carved off train
+    for role, ds in chosen.items():
         if ds.num_rows == 0:
-            raise UsageError(f"split `{split}` is empty: {file} has no rows. Fill it.")
-        splits[split] = ds
-    labels_txt = folder / "labels.txt"
-    names = labels_txt.read_text().split("\n") if labels_txt.is_file() else None
-    names = [n.strip() for n in names if n.strip()] if names else None
-    return datasets.DatasetDict(splits), names
+            raise UsageError(
+                f"split `{getattr(config, f'{role}_split')}` is empty: --dataset="
+                f"{config.dataset} has no rows of it. Fill it or remove it."
+            )
+    if "test" in chosen and not _labelled(chosen["test"], config):
+        print(f"The test split `{config.test_split}` has no labels (-1 or null): not used.")
+        del chosen["test"]
+    return chosen
+
+
+def _labelled(ds: datasets.Dataset, config: RunConfig) -> bool:
+    column = config.label_columns[0] if config.label_columns else config.label_column
+    if column not in ds.column_names:
+        return True  # _check_columns says what is missing
+    values = _values(ds, column)
+    return any(v is not None and not (isinstance(v, int) and v < 0) for v in values)
+
+
+def _columns(config: RunConfig) -> dict[str, str | tuple]:
+    columns = {"text_column": config.text_column}
+    if config.text_pair_column:
+        columns["text_pair_column"] = config.text_pair_column
+    if config.label_columns:
+        columns.update({f"label_columns={c}": c for c in config.label_columns})
+    else:
+        columns["label_column"] = config.label_column
+    return columns
 
 
 def _check_columns(ds: datasets.Dataset, split: str, columns: dict[str, str]):
     for flag, column in columns.items():
         if column not in ds.column_names:
+            flag = flag.split("=")[0]
             raise UsageError(
                 f"split `{split}` has no column `{column}` (--{flag}); its columns are: "
                 f"{', '.join(ds.column_names)}. Set --{flag} to one of them."
             )
 
 
-def _label_names(splits, label_column: str, given: list[str] | None, dataset: str):
-    feature = splits["train"].features[label_column]
-    strings = getattr(feature, "dtype", None) in ("string", "large_string")
+# === The task: problem type and label names ===
+
+
+def _task(train: datasets.Dataset, config: RunConfig, names_file, dataset: str) -> Task:
+    given = list(config.label_names) or names_file
     if given and (len(set(given)) != len(given) or len(given) < 2):
         raise UsageError(
             f"label names {given} (--label_names or labels.txt): give two or more distinct names."
         )
-    if given and not strings:
-        return list(given)
-    if isinstance(feature, datasets.ClassLabel):
+    if config.label_columns:
+        if config.problem_type not in ("auto", MULTI_LABEL):
+            raise UsageError(
+                f"--label_columns gives multi-label data; --problem_type={config.problem_type} "
+                f"cannot learn it. Use --problem_type=multi_label (or auto)."
+            )
+        return Task(MULTI_LABEL, tuple(config.label_columns))
+    feature = train.features[config.label_column]
+    kind = _detected(feature, train, config.label_column)
+    wanted = config.problem_type if config.problem_type != "auto" else kind
+    if wanted == REGRESSION:
+        return Task(REGRESSION, (config.label_column,))
+    if kind == REGRESSION:
+        raise UsageError(
+            f"column `{config.label_column}` holds numbers with fractions (a regression target); "
+            f"--problem_type={wanted} needs label ids or names. Use --problem_type=regression (or "
+            f"auto)."
+        )
+    if kind == MULTI_LABEL and wanted == SINGLE_LABEL:
+        raise UsageError(
+            f"column `{config.label_column}` holds label lists (multi-label data); "
+            f"--problem_type=single_label needs one label per row. Use --problem_type=multi_label "
+            f"(or auto)."
+        )
+    inner = feature.feature if kind == MULTI_LABEL and hasattr(feature, "feature") else feature
+    return Task(wanted, tuple(_label_names(train, config, inner, given, dataset)))
+
+
+def _detected(feature, train: datasets.Dataset, column: str) -> str:
+    """The problem type the label column's values say."""
+    if isinstance(feature, datasets.List | datasets.Sequence | datasets.LargeList):
+        return MULTI_LABEL
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        return REGRESSION
+    if type(feature).__name__ == "Json":  # mixed value types: datasets found no one type
+        values = _values(train, column)
+        lists = [i for i, v in enumerate(values) if isinstance(v, list)]
+        if lists and len(lists) < len(values):
+            single = next(i for i, v in enumerate(values) if not isinstance(v, list))
+            raise UsageError(
+                f"column `{column}` of train holds label lists in some rows (row {lists[0]}) "
+                f"and single labels in others (row {single}: {values[single]!r}); give every row "
+                f"a list, e.g. [{values[single]!r}]."
+            )
+        if lists:
+            return MULTI_LABEL
+        if any(isinstance(v, float) for v in values):  # numbers and text: a broken regression
+            return REGRESSION
+    return SINGLE_LABEL
+
+
+def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list[str]:
+    if isinstance(feature, datasets.ClassLabel) and not given:
         return list(feature.names)
-    if strings:
-        values = set()
-        for split in splits:
-            values.update(v for v in splits[split][label_column] if v is not None)
-        if given:
-            unknown = sorted(values - set(given))
-            if unknown:
-                raise UsageError(
-                    f"labels {unknown[:5]} are not among the label names {given}; add them to "
-                    f"--label_names (or labels.txt)."
-                )
-            return list(given)
-        return sorted(values)
+    strings = getattr(feature, "dtype", None) in ("string", "large_string")
+    if given:
+        return list(given)
+    if strings or type(feature).__name__ == "Json":
+        values = _values(train, config.label_column)
+        flat = itertools.chain.from_iterable(v if isinstance(v, list) else [v] for v in values)
+        found = {v for v in flat if v is not None}
+        if all(isinstance(v, str) for v in found) and found:
+            return sorted(found)
     raise UsageError(
         f"--dataset={dataset}: labels are ids but no names are known. Pass --label_names=a,b,c "
         f"(in id order), add a labels.txt beside the split files, or use string labels."
     )
 
 
-def _canonical(ds, split, columns: dict[str, str], label_names) -> datasets.Dataset:
-    """Rename to text/label(/text_pair), labels as int64 ids; reject rows no model can learn
-    from.
+# === Canonical columns ===
 
-    Only Arrow-backed operations, so that the datasets cache keeps what follows (tokenization)
-    for the next run.
-    """
-    text_column, label_column = columns["text_column"], columns["label_column"]
-    pair_column = columns.get("text_pair_column")
-    ds = ds.select_columns([c for c in (text_column, pair_column, label_column) if c])
+
+def _canonical(ds, split, config: RunConfig, task: Task) -> datasets.Dataset:
+    """text(/text_pair)/label columns of the task's types; rows no model can learn from are
+    refused. Arrow-backed and fingerprinted, so that the datasets cache keeps what follows
+    (tokenization) for the next run."""
+    text_column, pair_column = config.text_column, config.text_pair_column
     for column in (text_column, pair_column) if pair_column else (text_column,):
-        for row, text in enumerate(ds.data.table.column(column).to_pylist()):
-            if not isinstance(text, str) or not text.strip():
-                what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
-                raise UsageError(
-                    f"split `{split}` row {row} (0-based): the text in column `{column}` is "
-                    f"{what}. Fix or drop that row."
-                )
-    raw = ds.data.table.column(label_column).to_pylist()
-    index = {name: i for i, name in enumerate(label_names)}
-    strings = any(isinstance(v, str) for v in raw)
-    ids = np.asarray([index.get(v, -1) if strings else v if v is not None else -1 for v in raw])
-    bad = np.flatnonzero((ids < 0) | (ids >= len(label_names)))
-    if bad.size:
-        row = int(bad[0])
-        raise UsageError(
-            f"split `{split}` row {row} (0-based): label {raw[row]!r} is outside the "
-            f"{len(label_names)} labels [0, {len(label_names)}) ({', '.join(label_names)}); "
-            f"{bad.size} rows are affected. Fix the labels or the label names (labels.txt)."
-        )
-    renames = ((text_column, "text"), (pair_column, "text_pair"), (label_column, "label"))
+        _check_texts(ds.data.table.column(column).to_pylist(), split, column)
+    if config.label_columns:
+        raw = _rows_of_columns(ds, split, config.label_columns)
+    else:
+        raw = _values(ds, config.label_column)
+    labels = _label_values(raw, split, task)
+    ds = ds.select_columns([c for c in (text_column, pair_column) if c])
+    renames = ((text_column, "text"), (pair_column, "text_pair"))
     ds = ds.rename_columns({c: n for c, n in renames if c and c != n})
-    features = datasets.Features(
-        {
-            "text": datasets.Value("string"),
-            **({"text_pair": datasets.Value("string")} if pair_column else {}),
-            "label": datasets.Value("int64"),
-        }
-    )
-    if strings:
-        return ds.map(
-            lambda batch: {"label": [index[v] for v in batch["label"]]},
-            batched=True,
-            features=features,
-            desc=f"label ids ({split})",
+    return ds.add_column("label", labels, feature=_label_feature(task))
+
+
+def _label_feature(task: Task):
+    if task.multi_label:
+        return datasets.List(datasets.Value("float32"), length=task.outputs)
+    return datasets.Value("float32" if task.regression else "int64")
+
+
+def _values(ds: datasets.Dataset, column: str) -> list:
+    """A column's values as Python objects, read from Arrow (a column of mixed types, datasets'
+    `Json` feature, is stored as JSON text)."""
+    values = ds.data.table.column(column).to_pylist()
+    if type(ds.features[column]).__name__ == "Json":
+        return [None if v is None else json.loads(v) for v in values]
+    return values
+
+
+def _check_texts(texts: list, split: str, column: str):
+    for row, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
+            raise UsageError(
+                f"split `{split}` row {row} (0-based): the text in column `{column}` is {what}. "
+                f"Fix or drop that row."
+            )
+
+
+def _rows_of_columns(ds, split: str, columns: tuple) -> list[list[str]]:
+    """0/1 columns -> each row's list of the columns that are 1."""
+    values = {}
+    for column in columns:
+        values[column] = _values(ds, column)
+        bad = [(i, v) for i, v in enumerate(values[column]) if v not in (0, 1) or v is None]
+        if bad:
+            row, value = bad[0]
+            raise UsageError(
+                f"split `{split}` row {row} (0-based): column `{column}` (--label_columns) holds "
+                f"{value!r}; each label column must hold 0 or 1 ({len(bad)} rows are affected)."
+            )
+    return [[c for c in columns if values[c][row] == 1] for row in range(ds.num_rows)]
+
+
+def _label_values(raw: list, split: str, task: Task) -> list:
+    if task.regression:
+        return [_score(v, row, split) for row, v in enumerate(raw)]
+    index = {name: i for i, name in enumerate(task.label_names)}
+    if not task.multi_label:
+        return [_label_id(v, row, split, index) for row, v in enumerate(raw)]
+    rows = []
+    for row, values in enumerate(raw):
+        values = values if isinstance(values, list) else [values]  # single labels, multi-label
+        hot = np.zeros(task.outputs, np.float32)
+        hot[[_label_id(v, row, split, index) for v in values]] = 1.0
+        rows.append(hot)
+    return rows
+
+
+def _label_id(value, row: int, split: str, index: dict) -> int:
+    i = index.get(value, -1) if isinstance(value, str) else value
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(index):
+        names = ", ".join(index)
+        raise UsageError(
+            f"split `{split}` row {row} (0-based): label {value!r} is outside the {len(index)} "
+            f"labels [0, {len(index)}) ({names}); fix the label or the label names "
+            f"(--label_names or labels.txt)."
         )
-    return ds.cast(features)
+    return i
+
+
+def _score(value, row: int, split: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UsageError(
+            f"split `{split}` row {row} (0-based): the regression label {value!r} is not a "
+            f"finite number; fix or drop that row."
+        )
+    return float(value)
+
+
+# === Carving, overlap, subsets ===
+
+
+def _strata(ds: datasets.Dataset, task: Task) -> np.ndarray:
+    """A stratum per row: its label (multi-label: its first label, or none), or for regression
+    its score's quantile bin."""
+    values = labels(ds)
+    if task.multi_label:
+        return np.where(values.any(axis=1), values.argmax(axis=1), task.outputs)
+    if task.regression:
+        edges = np.quantile(values, np.linspace(0, 1, SCORE_BINS + 1)[1:-1])
+        return np.digitize(values, edges)
+    return values
+
+
+def labels(ds: datasets.Dataset) -> np.ndarray:
+    """The split's labels: int64 ids [rows], float32 multi-hot [rows, labels] or float32 scores
+    [rows]. (`with_format("arrow")` applies a subset's indices mapping; `ds.data` would not.)"""
+    column = ds.with_format("arrow")[:].column("label").combine_chunks()
+    if hasattr(column.type, "list_size"):
+        return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+    return column.to_numpy()
+
+
+def _carve(train, task: Task, config: RunConfig, role: str):
+    """(train without, `role`): the flag's fraction of each stratum's rows, drawn with the seed."""
+    fraction = getattr(config, f"{role}_fraction")
+    strata = _strata(train, task)
+    rng = np.random.default_rng(config.seed + (role == "test"))
+    held = []
+    for stratum in np.unique(strata):
+        rows = rng.permutation(np.flatnonzero(strata == stratum))
+        held.extend(rows[: max(1, round(fraction * len(rows)))] if len(rows) > 1 else [])
+    held = np.sort(np.asarray(held, dtype=np.int64))
+    keep = np.setdiff1d(np.arange(train.num_rows), held)
+    print(
+        f"The data set has no {role} split: {len(held):,} of {train.num_rows:,} train rows "
+        f"({fraction:.0%} of each label, seed {config.seed}) are set aside as {role} "
+        f"(--{role}_fraction)."
+    )
+    return train.select(keep), train.select(held)
+
+
+def _count_unlabelled(splits: dict, task: Task):
+    if not task.multi_label:
+        return
+    for name, ds in splits.items():
+        none = int((~labels(ds).any(axis=1)).sum())
+        if none:
+            print(f"{none:,} rows of {name} have no label (an empty list): kept, as negatives.")
+
+
+def _keys(ds: datasets.Dataset) -> list[str]:
+    """Each row's text (and pair) with whitespace runs made one space: what overlap compares."""
+    table = ds.with_format("arrow")[:]
+    texts = table.column("text").to_pylist()
+    if "text_pair" in table.column_names:
+        texts = [
+            f"{a}\t{b}" for a, b in zip(texts, table.column("text_pair").to_pylist(), strict=True)
+        ]
+    return [" ".join(t.split()) for t in texts]
+
+
+def overlap(splits) -> dict[str, int]:
+    """Distinct texts found in both splits of each pair, where there are any; logged."""
+    keys = {name: set(_keys(splits[name])) for name in SPLITS}
+    found = {}
+    for a, b in itertools.combinations(SPLITS, 2):
+        if shared := len(keys[a] & keys[b]):
+            found[f"{a}/{b}"] = shared
+    if found:
+        listed = ", ".join(f"{n:,} in {pair.replace('/', ' and ')}" for pair, n in found.items())
+        print(
+            f"Warning: texts found in more than one split: {listed} (--drop_overlap removes them "
+            f"from train)."
+        )
+    return found
+
+
+def _drop_overlap(splits: dict) -> datasets.Dataset:
+    held = set(_keys(splits["validation"])) | set(_keys(splits["test"]))
+    train = splits["train"]
+    keep = [i for i, key in enumerate(_keys(train)) if key not in held]
+    print(
+        f"--drop_overlap: {train.num_rows - len(keep):,} train rows whose text is also in "
+        f"validation or test are removed."
+    )
+    return train.select(keep)
 
 
 def _subset(ds: datasets.Dataset, n: int) -> datasets.Dataset:

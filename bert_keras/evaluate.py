@@ -19,15 +19,16 @@ from bert_keras.config import RunConfig
 from bert_keras.data import SPLITS
 from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
 from bert_keras.rundir import RunDir
+from bert_keras.task import Task
 
 
 def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | None) -> Path:
     from bert_keras import metrics, pipeline, report, tokenize
 
     run = RunDir(run_dir)
-    config, label_names = run.config(), run.label_names()
+    config, task = run.config(), run.task()
     run.best_checkpoint()  # before the data is read: a run without one fails fast
-    labeled = _load(config, dataset, label_names, split)
+    labeled = _load(config, dataset, task, split)
     ckpt = run.checkpoint()
     # Only the split evaluated: a test report need not tokenize the training rows.
     tokens = tokenize.tokenize(
@@ -38,25 +39,25 @@ def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | 
     )
     logits = metrics.predict(run.load_classifier(ckpt), ds, y_true)
     results = run.results()
-    about = _about(ckpt.name, labeled.name, split, f"the best checkpoint of {run}", config)
+    about = _about(ckpt.name, labeled, split, f"the best checkpoint of {run}", config)
     folder = report_dir or run.report_dir(split)
-    epochs = results.epochs if results else None
-    report.write(folder, y_true, logits, label_names, about, epochs, run.steps_csv)
+    epochs, thresholds = (results.epochs, results.thresholds) if results else (None, None)
+    report.write(folder, y_true, logits, task, about, epochs, run.steps_csv, thresholds)
     return folder
 
 
 def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: Path | None):
-    from bert_keras import predict, report
+    from bert_keras import data, predict, report
 
     export_dir = predict.find_export(export_dir)
     predictor = predict.Predictor(export_dir)
-    info = predictor.info
+    info, task = predictor.info, predictor.task
     config = RunConfig.parse(f"--{k}={v}" for k, v in info["training"]["flags"].items())
-    labeled = _load(config, dataset or info["dataset"], predictor.label_names, split)
+    labeled = _load(config, dataset or info["dataset"], task, split)
     rows = labeled.splits[split]
-    probabilities = np.concatenate(
+    logits = np.concatenate(
         [
-            predictor.probabilities(batch["text"], batch.get("text_pair"))
+            _logits(predictor.outputs(batch["text"], batch.get("text_pair")), task)
             for batch in rows.iter(batch_size=64)
         ]
     )
@@ -66,30 +67,42 @@ def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: P
         if run.flags.is_file()
         else Path("reports") / f"{export_dir.parent.name}-{export_dir.name}-{split}"
     )
-    about = _about(info["model"], labeled.name, split, f"the SavedModel {export_dir}", config)
-    logits = np.log(np.maximum(probabilities, 1e-30))
-    report.write(folder, np.asarray(rows["label"]), logits, predictor.label_names, about)
+    about = _about(info["model"], labeled, split, f"the SavedModel {export_dir}", config)
+    thresholds = info["training"].get("thresholds")
+    report.write(folder, data.labels(rows), logits, task, about, thresholds=thresholds)
     return folder
 
 
-def _about(model: str, dataset: str, split: str, source: str, config: RunConfig) -> dict:
+def _logits(outputs: dict, task: Task) -> np.ndarray:
+    """The export's answers as the model's outputs (what the metrics take)."""
+    if task.regression:
+        return outputs["score"][:, None]
+    if task.multi_label:
+        p = np.clip(outputs["probabilities"].astype(np.float64), 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p))
+    return np.log(np.maximum(outputs["probabilities"], 1e-30))
+
+
+def _about(model: str, labeled, split: str, source: str, config: RunConfig) -> dict:
     return {
         "model": model,
-        "dataset": dataset,
+        "dataset": labeled.name,
         "split": split,
         "source": source,
         "flags": config.recorded(),
+        "overlap": labeled.overlap,
     }
 
 
-def _load(config: RunConfig, dataset: str | None, label_names: list[str], split: str):
+def _load(config: RunConfig, dataset: str | None, task: Task, split: str):
     from bert_keras import data
 
     labeled = data.from_config(config, dataset, split)
-    if labeled.label_names != label_names:
+    if labeled.task != task:
         raise UsageError(
             f"--dataset={dataset} has the labels {labeled.label_names}, the model "
-            f"{label_names}; evaluate on a data set with the model's labels."
+            f"{list(task.label_names)} ({labeled.task.problem_type} data, a "
+            f"{task.problem_type} model); evaluate on a data set with the model's labels."
         )
     return labeled
 

@@ -33,7 +33,7 @@ from bert_keras.errors import exit_on_usage_error, parse_flags
 from bert_keras.results import Results
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
-from bert_keras.serving.module import TextClassifier
+from bert_keras.serving.module import OUTPUTS, TextClassifier
 
 FORMAT = "bert_keras export 1"
 
@@ -71,7 +71,7 @@ def from_run(
     from the run directory and reads its `metrics.json`.
     """
     run = RunDir(run_dir)
-    config, label_names, ckpt = run.config(), run.label_names(), run.checkpoint()
+    config, task, ckpt = run.config(), run.task(), run.checkpoint()
     family = ckpt.family
     spec = family.tokenizer_spec(tokenize.load_tokenizer(ckpt))
     tokenizer = family.in_graph_tokenizer(spec, config.max_seq_length)
@@ -79,14 +79,24 @@ def from_run(
         classifier = run.load_classifier(ckpt)
     if results is None:
         results = run.results()
-    module = TextClassifier(classifier, tokenizer, label_names, text_pair=config.text_pair)
+    thresholds = results and results.thresholds
+    module = TextClassifier(
+        classifier,
+        tokenizer,
+        task.label_names,
+        text_pair=config.text_pair,
+        problem_type=task.problem_type,
+        thresholds=thresholds and list(thresholds["per_label"].values()),
+    )
     info = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model": ckpt.name,
         "family": family.name,
         "dataset": config.dataset,
-        "label_names": label_names,
+        "label_names": list(task.label_names),
+        "problem_type": task.problem_type,
+        **({"thresholds": module.thresholds} if task.multi_label else {}),
         "max_seq_length": config.max_seq_length,
         "pooling": config.pooling,
         **tokenizer.describe(),
@@ -109,11 +119,7 @@ def signatures(module: TextClassifier) -> dict:
     return {
         "serving_default": {
             "inputs": {name: "string [batch]" for name in module.text_names},
-            "outputs": {
-                "probabilities": "float32 [batch, labels]",
-                "label_id": "int32 [batch]",
-                "label": "string [batch]",
-            },
+            "outputs": OUTPUTS[module.problem_type],
         },
         "serve_token_ids": {
             "inputs": {name: "int32 [batch, tokens]" for name in module.input_names},
@@ -130,6 +136,8 @@ def _training_metrics(results: Results) -> dict:
         "test": results.test,
         "train_label_counts": results.train_label_counts,
         "class_weight": results.class_weight,
+        "thresholds": results.thresholds,
+        "overlap": results.overlap,
     }
 
 

@@ -19,8 +19,33 @@ flags.DEFINE_string(
     "dataset",
     "emotion",
     "Where the text-classification data comes from: `emotion` (shipped with bert_keras), a "
-    "local folder holding train/validation/test files (.jsonl, .json, .csv or .parquet), or a "
+    "local folder in any layout `datasets.load_dataset(folder)` reads (train/validation/test "
+    "files in .jsonl, .json, .csv, .tsv, .parquet or .txt, compressed or sharded, split folders, "
+    "the Hub's `data/train-00000-of-00001.parquet`, configs declared in a README.md), or a "
     "Hugging Face hub id such as `dair-ai/emotion` (needs a network).",
+    flag_values=TRAINER,
+)
+flags.DEFINE_string(
+    "dataset_config",
+    "",
+    "The data set's config (a hub data set's, or one a folder's README.md declares), e.g. "
+    "`sst2` of `nyu-mll/glue`. Empty = its only or default config.",
+    flag_values=TRAINER,
+)
+flags.DEFINE_string("train_split", "train", "Name of the split to train on.", flag_values=TRAINER)
+flags.DEFINE_string(
+    "validation_split",
+    "validation",
+    "Name of the split to validate on (`dev.tsv` is read as `validation`). When the data has "
+    "no split of the default name, one is carved off train (--validation_fraction).",
+    flag_values=TRAINER,
+)
+flags.DEFINE_string(
+    "test_split",
+    "test",
+    "Name of the split to test on; `validation` tests on the validation split (and carves "
+    "validation off train). When the data has no split of the default name, or its labels are "
+    "missing (-1, as in GLUE's test split), one is carved off train (--test_fraction).",
     flag_values=TRAINER,
 )
 flags.DEFINE_string(
@@ -29,8 +54,26 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "label_column",
     "label",
-    "Name of the column holding the label: an integer id, or a string name (then the ids are "
-    "the sorted names).",
+    "Name of the column holding the label: an integer id or a string name (one label per "
+    "text), a list of them (multi-label), or a number (regression).",
+    flag_values=TRAINER,
+)
+flags.DEFINE_list(
+    "label_columns",
+    [],
+    "Multi-label data with a 0/1 column per label (`--label_columns=toxic,insult,threat`): "
+    "the columns, in label order; their names are the label names. Overrides --label_column.",
+    flag_values=TRAINER,
+)
+flags.DEFINE_enum(
+    "problem_type",
+    "auto",
+    ["auto", "single_label", "multi_label", "regression"],
+    "What is learned: `single_label` (one label per text: softmax, cross-entropy), "
+    "`multi_label` (any number of labels per text: a sigmoid per label, binary cross-entropy, "
+    "decision thresholds tuned on validation) or `regression` (a number per text: mean squared "
+    "error). `auto` = from the data: a list of labels or --label_columns is multi-label, a "
+    "float column regression, anything else single-label.",
     flag_values=TRAINER,
 )
 flags.DEFINE_string(
@@ -55,6 +98,22 @@ flags.DEFINE_float(
     "stratified by label and drawn with --seed.",
     lower_bound=0.01,
     upper_bound=0.5,
+    flag_values=TRAINER,
+)
+flags.DEFINE_float(
+    "test_fraction",
+    0.1,
+    "When the data set has no labelled test split: the share of train rows set aside for it, "
+    "stratified by label and drawn with --seed (before validation is carved).",
+    lower_bound=0.01,
+    upper_bound=0.5,
+    flag_values=TRAINER,
+)
+flags.DEFINE_bool(
+    "drop_overlap",
+    False,
+    "Remove from train the texts (after whitespace normalisation) that are also in the "
+    "validation or test split. Without it they are counted and reported only.",
     flag_values=TRAINER,
 )
 flags.DEFINE_integer(
@@ -155,13 +214,16 @@ flags.DEFINE_enum(
     ["none", "balanced"],
     "Weight each training example's loss by its class: `balanced` = rows / (labels x rows of "
     "the class), from the training split's label counts (scikit-learn's formula), so rare "
-    "classes count as much as common ones.",
+    "classes count as much as common ones. Multi-label: each label's positives weigh "
+    "negatives / positives of that label.",
     flag_values=TRAINER,
 )
 flags.DEFINE_integer(
     "early_stopping_patience",
     2,
-    "Stop after this many epochs without a better validation micro-F1. 0 = never stop early.",
+    "Stop after this many epochs without a better validation micro-F1 (regression: squared "
+    "error). "
+    "0 = never stop early.",
     lower_bound=0,
     flag_values=TRAINER,
 )

@@ -17,6 +17,8 @@ QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ log lines; errors still raise exceptions
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "DATASETS_VERBOSITY": "error",
+    "HF_HUB_VERBOSITY": "error",  # "Repo card metadata block was not found" for a folder
 }
 
 

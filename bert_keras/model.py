@@ -15,6 +15,7 @@ import numpy as np
 
 from bert_keras.checkpoint import Checkpoint
 from bert_keras.families import Family
+from bert_keras.task import Task
 
 
 def load_backbone(ckpt: Checkpoint, dropout: float) -> keras.Model:
@@ -62,6 +63,36 @@ def build_classifier(
         num_labels, kernel_initializer=initializer, name="logits", dtype="float32"
     )(pooled)
     return keras.Model(inputs, logits, name="bert_classifier")
+
+
+def loss_for(task: Task, positive_weights=None) -> keras.losses.Loss:
+    """Cross-entropy over a softmax (single-label), over a sigmoid per label (multi-label;
+    `positive_weights` per label from --class_weight), or squared error (regression)."""
+    if task.regression:
+        return keras.losses.MeanSquaredError()
+    if task.multi_label and positive_weights is not None:
+        return PositiveWeightedBinaryCrossentropy(positive_weights)
+    if task.multi_label:
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+class PositiveWeightedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy from logits whose positive terms of label i weigh `weights[i]` (the
+    formula of tf.nn.weighted_cross_entropy_with_logits), averaged over labels like Keras'."""
+
+    def __init__(self, weights, name="positive_weighted_binary_crossentropy"):
+        super().__init__(name=name)
+        self.weights = [float(w) for w in weights]
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        weights = keras.ops.convert_to_tensor(self.weights, y_pred.dtype)
+        loss = (1 - y_true) * y_pred + (1 + (weights - 1) * y_true) * keras.ops.softplus(-y_pred)
+        return keras.ops.mean(loss, axis=-1)
+
+    def get_config(self):
+        return {"weights": self.weights, "name": self.name}
 
 
 def load_best(weights: Path, ckpt: Checkpoint, pooling: str, num_labels: int) -> keras.Model:

@@ -15,6 +15,8 @@ reshuffled every epoch with the run's seed.
 import numpy as np
 import tensorflow as tf
 
+from bert_keras import data
+
 BUCKET_BATCHES = 50
 INPUTS = ("token_ids", "segment_ids", "padding_mask")  # BERT's; a family names its own
 
@@ -168,4 +170,5 @@ def eval_dataset(
 
 
 def _labels(split) -> np.ndarray:
-    return np.asarray(_column(split, "label"), dtype=np.int32)
+    labels = data.labels(split)
+    return labels.astype(np.int32) if labels.dtype == np.int64 else labels

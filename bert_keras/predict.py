@@ -4,10 +4,13 @@
     python -m bert_keras.predict --export_dir=runs/emotion/export/emotion --input_file=texts.txt
     cat texts.txt | python -m bert_keras.predict --export_dir=... --input_file=-
 
-Prints one JSON object per text (JSON Lines): `text`, `label`, `label_id` and `probabilities`
-by label name. A sentence-pair model takes each text as `text<TAB>text_pair` (and prints
-`text_pair` too). Files are read one text per line and streamed in batches, so any length fits in
-memory. Only TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer library.
+Prints one JSON object per text (JSON Lines): `text`, then by problem type
+- single-label: `label`, `label_id` and `probabilities` by label name;
+- multi-label: `labels` (the list of predicted names, maybe empty) and `probabilities`;
+- regression: `score`.
+A sentence-pair model takes each text as `text<TAB>text_pair` (and prints `text_pair` too).
+Files are read one text per line and streamed in batches, so any length fits in memory. Only
+TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer library.
 
 >>> classify = Predictor("runs/emotion/export/emotion")
 >>> classify(["i feel great"])[0]["label"]
@@ -27,6 +30,7 @@ from bert_keras import logs
 from bert_keras.errors import UsageError, cause, exit_on_usage_error, parse_flags
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO
+from bert_keras.task import SINGLE_LABEL, Task
 
 
 def find_export(path: Path) -> Path:
@@ -65,6 +69,7 @@ class Predictor:
         self.export_dir = find_export(Path(export_dir))
         self.info = json.loads((self.export_dir / INFO).read_text())
         self.label_names = self.info["label_names"]
+        self.task = Task(self.info.get("problem_type", SINGLE_LABEL), self.label_names)
         try:
             loaded = tf.saved_model.load(str(self.export_dir))
         except Exception as e:  # truncated files, missing variables: the export is broken
@@ -74,6 +79,10 @@ class Predictor:
             ) from None
         self._serve = loaded.signatures["serving_default"]
         self.text_pair = bool(self.info.get("text_pair"))
+
+    def outputs(self, texts, pairs=None) -> dict:
+        """`serving_default`'s outputs as numpy arrays."""
+        return {k: v.numpy() for k, v in self._outputs(texts, pairs).items()}
 
     def _outputs(self, texts, pairs=None) -> dict:
         if self.text_pair != (pairs is not None):
@@ -87,32 +96,26 @@ class Predictor:
             inputs["text_pair"] = tf.constant(pairs, tf.string)
         return self._serve(**inputs)
 
-    def probabilities(self, texts, pairs=None):
-        """[len(texts), labels] float32 probabilities (numpy)."""
-        return self._outputs(texts, pairs)["probabilities"].numpy()
-
     def __call__(self, texts: list[str | bytes], pairs: list | None = None) -> list[dict]:
-        out = self._outputs(texts, pairs)
-        return [
-            {
-                "text": _str(text),
-                **({"text_pair": _str(pairs[i])} if pairs is not None else {}),
-                "label": label.decode(),
-                "label_id": int(label_id),
-                "probabilities": dict(
-                    zip(self.label_names, (round(float(p), 6) for p in probabilities), strict=True)
-                ),
-            }
-            for i, (text, label, label_id, probabilities) in enumerate(
-                zip(
-                    texts,
-                    out["label"].numpy(),
-                    out["label_id"].numpy(),
-                    out["probabilities"].numpy(),
-                    strict=True,
-                )
-            )
-        ]
+        out = self.outputs(texts, pairs)
+        rows = []
+        for i, text in enumerate(texts):
+            row = {"text": _str(text), **({"text_pair": _str(pairs[i])} if pairs else {})}
+            rows.append({**row, **self._answer(out, i)})
+        return rows
+
+    def _answer(self, out: dict, i: int) -> dict:
+        if self.task.regression:
+            return {"score": round(float(out["score"][i]), 6)}
+        probabilities = {
+            name: round(float(p), 6)
+            for name, p in zip(self.label_names, out["probabilities"][i], strict=True)
+        }
+        if self.task.multi_label:
+            labels = [name.decode() for name in out["labels"][i] if name]
+            return {"labels": labels, "probabilities": probabilities}
+        label = out["label"][i].decode()
+        return {"label": label, "label_id": int(out["label_id"][i]), "probabilities": probabilities}
 
 
 def _str(text) -> str:

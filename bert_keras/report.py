@@ -1,159 +1,149 @@
-"""Stage 8: what people look at. Pictures, per-class numbers and Markdown from predictions.
+"""Stage 8: what people look at. Pictures, per-label numbers and Markdown from predictions.
 
 `write` puts into one folder (the trainer: `<run>/reports/test/`; `python -m bert_keras.evaluate`):
-- `classification_report.txt`, `.json` (scikit-learn: precision, recall, F1, support per class)
-- `confusion_matrix.png` (counts, and rows normalised to recall, label names on both axes)
-- `per_class_f1.png` (one bar per class, with its support)
-- `training_curves.png` (loss and validation F1 per epoch, and the loss of every step)
-- `REPORT.md`, which ties them together with the hyperparameters.
+- single-label: `classification_report.txt`, `.json` (scikit-learn: precision, recall, F1,
+  support per class), `confusion_matrix.png` (counts, and rows normalised to recall),
+  `per_class_f1.png` (one bar per class, with its support);
+- multi-label: the classification report (with micro, macro and samples averages),
+  `per_class_f1.png`, `label_cooccurrence.png` (how often two labels are on one text, true and
+  predicted); REPORT.md adds each label's threshold and confusion counts (TP, FP, FN);
+- regression: `scatter.png` (predicted against true);
+- `training_curves.png` (loss and validation figures per epoch, and the loss of every step);
+- `REPORT.md`, which ties them together with the texts found in several splits and the
+  hyperparameters.
 
 `model_card` writes the `MODEL_CARD.md` of an export from its `bert_keras.json`.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, multilabel_confusion_matrix
 
-matplotlib.use("Agg")  # files only: no display on servers and in CI
-
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix  # noqa: E402
-
-from bert_keras import durable, metrics  # noqa: E402
+from bert_keras import durable, metrics, plots
+from bert_keras.serving.module import OUTPUTS
+from bert_keras.task import DEFAULT_THRESHOLD, Task
 
 
 def write(
     folder: Path,
     y_true: np.ndarray,
     logits: np.ndarray,
-    label_names: list[str],
+    task: Task,
     about: dict,
     epochs: list | None = None,
     steps_csv: Path | None = None,
+    thresholds: dict | None = None,
 ) -> dict:
     """Writes every report into `folder` (replacing an older one as a whole); returns the
-    metrics. `about`: model, dataset, split, source, and the run's flags under "flags"."""
-    y_pred = np.argmax(logits, axis=-1)
-    ids = list(range(len(label_names)))
-    m = metrics.classification_metrics(y_true, logits, label_names)
-    per_class = classification_report(
-        y_true, y_pred, labels=ids, target_names=label_names, output_dict=True, zero_division=0
-    )
-    text = classification_report(
-        y_true, y_pred, labels=ids, target_names=label_names, digits=4, zero_division=0
-    )
-    cm = confusion_matrix(y_true, y_pred, labels=ids)
+    metrics. `about`: model, dataset, split, source, the run's flags under "flags" and the
+    overlap of its splits under "overlap"; `thresholds`: a multi-label run's tuned ones."""
+    served = list(thresholds["per_label"].values()) if thresholds else DEFAULT_THRESHOLD
+    m = metrics.split_metrics(task, y_true, logits, served)
+    names = list(task.label_names)
+    if task.regression:
+        files, sections = _regression(y_true, logits, names[0], about)
+    elif task.multi_label:
+        files, sections = _multi_label(y_true, logits, names, about, served, thresholds)
+    else:
+        files, sections = _single_label(y_true, logits, names, about)
 
     def fill(tmp: Path):
-        (tmp / "classification_report.txt").write_text(text)
-        (tmp / "classification_report.json").write_text(json.dumps(per_class, indent=2) + "\n")
-        plot_confusion(cm, label_names, tmp / "confusion_matrix.png", about)
-        plot_per_class_f1(per_class, label_names, tmp / "per_class_f1.png", about)
+        files(tmp)
         if epochs:
-            plot_training(epochs, steps_csv, tmp / "training_curves.png", about)
-        (tmp / "REPORT.md").write_text(report_md(m, per_class, cm, label_names, about, epochs))
+            plots.training(epochs, steps_csv, tmp / "training_curves.png", about, task.monitor)
+        (tmp / "REPORT.md").write_text(report_md(m, sections, about, epochs))
 
     durable.write_folder(folder.parent, fill, durable.replacing(folder))
     return m
 
 
-def _title(about: dict, what: str) -> str:
-    return f"{what}: {about['model']} on {about['dataset']}, {about['split']} split"
+def _classification_report(y_true, y_pred, names) -> tuple[dict, Callable]:
+    """scikit-learn's report per label (a dict), and what writes it as .txt and .json."""
+    options = {"labels": list(range(len(names))), "target_names": names, "zero_division": 0}
+    per_class = classification_report(y_true, y_pred, output_dict=True, **options)
+    text = classification_report(y_true, y_pred, digits=4, **options)
+
+    def write(tmp: Path):
+        (tmp / "classification_report.txt").write_text(text)
+        (tmp / "classification_report.json").write_text(json.dumps(per_class, indent=2) + "\n")
+
+    return per_class, write
 
 
-def plot_confusion(cm: np.ndarray, label_names, path: Path, about: dict):
-    n = len(label_names)
+def _single_label(y_true, logits, names, about):
+    y_pred = np.argmax(logits, axis=-1)
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(names))))
     rows = cm.sum(axis=1, keepdims=True)
     normalised = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
-    size = max(4.5, 0.55 * n + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size + 0.8), layout="constrained")
-    for ax, values, fmt, what in (
-        (axes[0], cm, "d", "counts"),
-        (axes[1], normalised, ".2f", "each row divided by its total (recall on the diagonal)"),
-    ):
-        image = ax.imshow(values, cmap="Blues", vmin=0)
-        ax.set_xticks(range(n), label_names, rotation=45, ha="right")
-        ax.set_yticks(range(n), label_names)
-        ax.set_xlabel("predicted label")
-        ax.set_ylabel("true label")
-        ax.set_title(what, fontsize=10)
-        if n <= 30:
-            high = values.max() / 2 if values.max() > 0 else 1
-            for i in range(n):
-                for j in range(n):
-                    ax.text(
-                        j,
-                        i,
-                        format(values[i, j], fmt),
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if values[i, j] > high else "black",
-                    )
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(_title(about, "Confusion matrix"))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    per_class, write_report = _classification_report(y_true, y_pred, names)
+
+    def files(tmp: Path):
+        write_report(tmp)
+        panels = [
+            (cm, "d", "counts"),
+            (normalised, ".2f", "each row divided by its total (recall on the diagonal)"),
+        ]
+        title = plots.title(about, "Confusion matrix")
+        axes = ("predicted label", "true label")
+        plots.heatmaps(panels, names, tmp / "confusion_matrix.png", title, axes)
+        plots.per_class_f1(per_class, names, tmp / "per_class_f1.png", about)
+
+    sections = [
+        "## Per class",
+        "",
+        *_per_class_table(per_class, cm, names),
+        "",
+        "![F1 per class](per_class_f1.png)",
+        "",
+        "![Confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    return files, sections
 
 
-def plot_per_class_f1(per_class: dict, label_names, path: Path, about: dict):
-    f1 = [per_class[name]["f1-score"] for name in label_names]
-    support = [int(per_class[name]["support"]) for name in label_names]
-    n = len(label_names)
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * n + 1.5)), layout="constrained")
-    y = np.arange(n)
-    ax.barh(y, f1, color="tab:blue")
-    ax.set_yticks(y, [f"{name} (n={s})" for name, s in zip(label_names, support, strict=True)])
-    ax.invert_yaxis()  # first label on top, as in the tables
-    ax.set_xlim(0, 1.12)
-    ax.set_xlabel("F1")
-    for i, value in enumerate(f1):
-        ax.text(value + 0.01, i, f"{value:.3f}", va="center", fontsize=9)
-    macro = float(np.mean(f1))
-    ax.axvline(macro, color="tab:red", linestyle="--", linewidth=1)
-    ax.set_title(f"{_title(about, 'F1 per class')}\nmacro-F1 {macro:.3f} (red dashes)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _multi_label(y_true, logits, names, about, served, thresholds):
+    y_true = np.asarray(y_true).astype(np.int64)
+    y_pred = metrics.multi_label_predictions(logits, served)
+    per_class, write_report = _classification_report(y_true, y_pred, names)
+
+    def files(tmp: Path):
+        write_report(tmp)
+        plots.per_class_f1(per_class, names, tmp / "per_class_f1.png", about)
+        panels = [(y_true.T @ y_true, "d", "true labels"), (y_pred.T @ y_pred, "d", "predicted")]
+        title = plots.title(about, "Texts carrying both labels (diagonal: each label's texts)")
+        plots.heatmaps(panels, names, tmp / "label_cooccurrence.png", title, ("label", "label"))
+
+    served = np.broadcast_to(np.asarray(served, np.float64), (len(names),))
+    sections = [
+        "## Per label",
+        "",
+        "A label is predicted where its probability reaches its threshold"
+        + (" (tuned on the validation split to maximise its F1)." if thresholds else "."),
+        "",
+        *_per_label_table(per_class, multilabel_confusion_matrix(y_true, y_pred), names, served),
+        "",
+        "![F1 per label](per_class_f1.png)",
+        "",
+        *(_threshold_table(thresholds) if thresholds and "test" in thresholds else []),
+        "![Label co-occurrence](label_cooccurrence.png)",
+        "",
+    ]
+    return files, sections
 
 
-def plot_training(epochs: list, steps_csv: Path | None, path: Path, about: dict):
-    x = [e["epoch"] for e in epochs]
-    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    loss_title = "loss"
-    rows = []
-    if steps_csv is not None and steps_csv.is_file():
-        rows = [r.split(",") for r in steps_csv.read_text().splitlines()[1:]]
-    if rows:
-        steps = np.array([float(r[0]) for r in rows])
-        losses = np.array([float(r[2]) for r in rows])
-        per_epoch = steps[-1] / x[-1]
-        loss_ax.plot(steps / per_epoch, losses, color="tab:blue", alpha=0.25, linewidth=0.7)
-        loss_title = "loss (faint: every training step)"
-    loss_ax.plot(x, [e["train"]["loss"] for e in epochs], "o-", label="training (epoch mean)")
-    loss_ax.plot(x, [e["validation"]["loss"] for e in epochs], "s-", label="validation")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy loss")
-    loss_ax.set_title(loss_title, fontsize=10)
-    loss_ax.legend()
-    for key, name in (("micro_f1", "micro-F1"), ("macro_f1", "macro-F1")):
-        f1_ax.plot(x, [e["validation"][key] for e in epochs], "o-", label=f"validation {name}")
-    best = max(epochs, key=lambda e: e["validation"]["micro_f1"])["epoch"]
-    f1_ax.axvline(best, color="gray", linestyle=":", label=f"best epoch ({best}), tested")
-    f1_ax.set_xlabel("epoch")
-    f1_ax.set_ylabel("F1")
-    f1_ax.set_title("validation F1", fontsize=10)
-    f1_ax.legend()
-    for ax in (loss_ax, f1_ax):
-        ax.set_xticks(x)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Training curves: {about['model']} on {about['dataset']}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _regression(y_true, outputs, name: str, about):
+    y_true, y_pred = np.asarray(y_true).ravel(), np.asarray(outputs).ravel()
+
+    def files(tmp: Path):
+        plots.scatter(y_true, y_pred, name, tmp / "scatter.png", about)
+
+    return files, ["![Predicted against true](scatter.png)", ""]
 
 
-def report_md(m, per_class, cm, label_names, about, epochs) -> str:
+def report_md(m: dict, sections: list[str], about: dict, epochs) -> str:
     lines = [
         f"# {about['model']} on {about['dataset']}: {about['split']} split",
         "",
@@ -161,28 +151,23 @@ def report_md(m, per_class, cm, label_names, about, epochs) -> str:
         "",
         *_metric_table(m),
         "",
-        "## Per class",
-        "",
-        *_per_class_table(per_class, cm, label_names),
-        "",
-        "![F1 per class](per_class_f1.png)",
-        "",
-        "![Confusion matrix](confusion_matrix.png)",
-        "",
+        *sections,
     ]
     if epochs:
         lines += ["## Training", "", *_epoch_table(epochs), ""]
         lines += ["![Training curves](training_curves.png)", ""]
+    if about.get("overlap") is not None:
+        lines += [*_overlap_section(about["overlap"], about.get("flags", {})), ""]
     if about.get("flags"):
         lines += ["## Hyperparameters", "", *_flag_table(about["flags"]), ""]
-    lines += ["Files: `classification_report.txt` and `.json` (scikit-learn), the PNGs above.", ""]
+    lines += ["Files: the PNGs above, and the classification report (scikit-learn) if any.", ""]
     return "\n".join(lines)
 
 
 def _metric_table(m: dict, per_class: bool = False) -> list[str]:
-    rows = [("accuracy", m["accuracy"]), ("micro-F1", m["micro_f1"]), ("macro-F1", m["macro_f1"])]
+    rows = metrics.headline(m)
     if per_class:
-        rows += [(f"F1 {name}", f) for name, f in m["per_class_f1"].items()]
+        rows += [(f"F1 {name}", f) for name, f in m.get("per_class_f1", {}).items()]
     else:
         rows.append(("loss", m["loss"]))
     return ["| metric | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in rows)]
@@ -207,16 +192,70 @@ def _per_class_table(per_class: dict, cm: np.ndarray, label_names) -> list[str]:
     return lines
 
 
-def _epoch_table(epochs: list) -> list[str]:
+def _per_label_table(per_class: dict, mcm: np.ndarray, names, thresholds) -> list[str]:
+    """Per label: its threshold, precision, recall, F1, support and confusion counts."""
+    lines = [
+        "| label | threshold | precision | recall | F1 | support | TP | FP | FN |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, name in enumerate(names):
+        c, ((_, fp), (fn, tp)) = per_class[name], mcm[i]
+        lines.append(
+            f"| {name} | {thresholds[i]:.3f} | {c['precision']:.4f} | {c['recall']:.4f} | "
+            f"{c['f1-score']:.4f} | {int(c['support'])} | {tp} | {fp} | {fn} |"
+        )
+    return lines
+
+
+def _threshold_table(thresholds: dict) -> list[str]:
+    rows = {"0.5": "0.5 for every label", "global": f"{thresholds['global']:.3f} for every label"}
+    rows["per_label"] = "each label's own (the table above; the export's)"
     return [
-        "| epoch | training loss | validation loss | val. micro-F1 | val. macro-F1 |",
-        "|---|---|---|---|---|",
+        "Decision thresholds compared on this split (all tuned on validation, none on it):",
+        "",
+        "| thresholds | micro-F1 | macro-F1 |",
+        "|---|---|---|",
+        *(
+            f"| {rows[way]} | {f['micro_f1']:.4f} | {f['macro_f1']:.4f} |"
+            for way, f in thresholds["test"].items()
+        ),
+        "",
+    ]
+
+
+def _epoch_table(epochs: list) -> list[str]:
+    keys = [
+        k for k in ("micro_f1", "macro_f1", "pearson", "spearman") if k in epochs[0]["validation"]
+    ]
+    names = [metrics.HEADLINE[k] for k in keys]
+    return [
+        f"| epoch | training loss | validation loss | {' | '.join(f'val. {n}' for n in names)} |",
+        "|---|---|---|" + "---|" * len(keys),
         *(
             f"| {e['epoch']} | {e['train']['loss']:.4f} | {e['validation']['loss']:.4f} | "
-            f"{e['validation']['micro_f1']:.4f} | {e['validation']['macro_f1']:.4f} |"
+            + " | ".join(f"{e['validation'][k]:.4f}" for k in keys)
+            + " |"
             for e in epochs
         ),
     ]
+
+
+def _overlap_section(overlap: dict, flags: dict) -> list[str]:
+    lines = ["## Texts in more than one split", ""]
+    if not overlap:
+        return [*lines, "None: no text (after whitespace normalisation) is in two splits."]
+    dropped = flags.get("drop_overlap") == "true"
+    lines += [
+        "Distinct texts (after whitespace normalisation) found in both splits"
+        + (" (removed from train by --drop_overlap):" if dropped else ":"),
+        "",
+        "| splits | texts |",
+        "|---|---|",
+        *(f"| {pair.replace('/', ' and ')} | {n:,} |" for pair, n in overlap.items()),
+    ]
+    if not dropped:
+        lines += ["", "`--drop_overlap` removes them from train."]
+    return lines
 
 
 def _flag_table(flags: dict) -> list[str]:
@@ -231,15 +270,15 @@ def model_card(info: dict) -> str:
     """MODEL_CARD.md of an export, from its bert_keras.json."""
     training = info.get("training", {})
     counts, test = training.get("train_label_counts"), training.get("test")
-    names = info["label_names"]
+    task = Task(info.get("problem_type", "single_label"), info["label_names"])
     inputs = ", ".join(f"`{n}`" for n in info["signatures"]["serving_default"]["inputs"])
+    outputs = ", ".join(f"`{n}`" for n in OUTPUTS[task.problem_type])
     lines = [
         f"# Model card: {info['model']} fine-tuned on {info['dataset']}",
         "",
-        f"A text classifier over {len(names)} labels: {', '.join(names)}. The SavedModel takes "
-        f"raw text (signature `serving_default`, inputs {inputs}) and returns `probabilities`, "
-        f"`label_id` and `label`; it tokenizes in the graph (TensorFlow Text) as the training "
-        f"tokenizer does ({info.get('tokenizer', 'wordpiece')}, files in `assets/`), "
+        f"{_what(task)} The SavedModel takes raw text (signature `serving_default`, inputs "
+        f"{inputs}) and returns {outputs}; it tokenizes in the graph (TensorFlow Text) as the "
+        f"training tokenizer does ({info.get('tokenizer', 'wordpiece')}, files in `assets/`), "
         f"{info['max_seq_length']} tokens at most, "
         f"{'lowercased' if info.get('lowercase') else 'cased'}.",
         "",
@@ -249,33 +288,67 @@ def model_card(info: dict) -> str:
     ]
     if counts:
         total = sum(counts.values())
-        lines += ["", "| label | training rows | share |", "|---|---|---|"]
+        share = "share of training rows" if task.multi_label else "share"
+        lines += ["", f"| label | training rows | {share} |", "|---|---|---|"]
         lines += [f"| {n} | {c:,} | {c / total:.1%} |" for n, c in counts.items()]
-    lines += ["", "## Metrics", ""]
-    if test:
-        lines += [
-            f"Test split ({test['examples']:,} examples), best epoch "
-            f"{training.get('best_epoch')} of {training.get('epochs_run')} by validation "
-            f"micro-F1:",
-            "",
-            *_metric_table(test, per_class=True),
-        ]
-    else:
-        lines.append("No test metrics: exported from an unfinished run.")
+    lines += ["", "## Metrics", "", *_card_metrics(test, training, task, info), ""]
     versions = info["versions"].get("training") or {}
-    lines += ["", "## Training", "", *_flag_table(training.get("flags", {})), ""]
+    lines += ["## Training", "", *_flag_table(training.get("flags", {})), ""]
     lines += ["Library versions at training: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
     lines[-1] += "."
-    lines += ["", "## Intended use and limits", "", *_limits(info, counts), ""]
+    lines += ["", "## Intended use and limits", "", *_limits(info, counts, task), ""]
     return "\n".join(lines)
 
 
-def _limits(info: dict, counts: dict | None) -> list[str]:
-    flags = info.get("training", {}).get("flags", {})
+def _what(task: Task) -> str:
+    names = ", ".join(task.label_names)
+    if task.regression:
+        return f"A text regressor: it predicts `{task.label_names[0]}`, a number per text."
+    if task.multi_label:
+        return f"A multi-label text classifier over {task.outputs} labels: {names}."
+    return f"A text classifier over {task.outputs} labels: {names}."
+
+
+def _card_metrics(test: dict | None, training: dict, task: Task, info: dict) -> list[str]:
+    if not test:
+        return ["No test metrics: exported from an unfinished run."]
     lines = [
-        f"- Classifying short English texts like those of `{info['dataset']}` into the labels "
-        f"above. Every input gets one of these labels, even text that fits none of them; "
-        f"texts longer than {info['max_seq_length']} tokens are cut."
+        f"Test split ({test['examples']:,} examples), best epoch {training.get('best_epoch')} of "
+        f"{training.get('epochs_run')} by validation {task.monitor_name}:",
+        "",
+        *_metric_table(test, per_class=True),
+    ]
+    if task.multi_label:
+        thresholds = info.get("thresholds") or []
+        tuned = training.get("thresholds")
+        lines += [
+            "",
+            "Decision thresholds (a label is predicted where its probability reaches its own)"
+            + (
+                f", tuned on the validation split (one global threshold would be "
+                f"{tuned['global']:.3f}):"
+                if tuned
+                else ":"
+            ),
+            "",
+            "| label | threshold |",
+            "|---|---|",
+            *(f"| {n} | {t:.3f} |" for n, t in zip(task.label_names, thresholds, strict=True)),
+        ]
+    return lines
+
+
+def _limits(info: dict, counts: dict | None, task: Task) -> list[str]:
+    flags = info.get("training", {}).get("flags", {})
+    answers = {
+        "single_label": "Every input gets one of these labels, even text that fits none of them",
+        "multi_label": "Every label whose probability reaches its threshold is given; a text may "
+        "get none, or several",
+        "regression": "Every input gets a number, even text unlike any seen in training",
+    }
+    lines = [
+        f"- For short English texts like those of `{info['dataset']}`. "
+        f"{answers[task.problem_type]}; texts longer than {info['max_seq_length']} tokens are cut."
     ]
     if counts:
         rare, common = min(counts, key=counts.get), max(counts, key=counts.get)

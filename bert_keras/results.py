@@ -1,8 +1,9 @@
 """What a run learned and measured: the schema of `metrics.json`, and the history of epochs
 that the training callbacks share.
 
-Metrics of a split (`metrics.classification_metrics`) are dicts with `loss`, `accuracy`,
-`micro_f1`, `macro_f1`, `per_class_f1` (by label name) and `examples`. An epoch is
+Metrics of a split (`metrics.split_metrics`) are dicts with `loss`, `examples` and the problem
+type's figures (`micro_f1`, `macro_f1`, `per_class_f1` by label name, ...; regression `pearson`,
+`spearman`, `mse`, `mae`). An epoch is
 `{"epoch": n (1-based), "train": Keras' training logs, "validation": metrics}`.
 
 >>> results = Results.read(run_dir / "metrics.json")
@@ -16,6 +17,7 @@ import math
 from pathlib import Path
 
 from bert_keras import durable
+from bert_keras.task import SINGLE_LABEL, Task
 
 
 @dataclasses.dataclass
@@ -28,20 +30,25 @@ class History:
     training_seconds: float = 0.0
     first_step_seconds: float | None = None
     resumed_at: list[int] = dataclasses.field(default_factory=list)  # steps of resumptions
+    monitor: str = "micro_f1"  # the validation metric that picks the best epoch (Task.monitor)
 
     def best(self) -> dict | None:
-        """The epoch with the best validation micro-F1 (the earliest of equals); an epoch whose
+        """The epoch with the best validation `monitor` (the earliest of equals); an epoch whose
         validation loss is not finite never is."""
-        return best_epoch(self.epochs)
+        return best_epoch(self.epochs, self.monitor)
 
     def epochs_since_best(self) -> int:
         best = self.best()
         return len(self.epochs) - best["epoch"] if best else 0
 
 
-def best_epoch(epochs: list[dict]) -> dict | None:
+def best_epoch(epochs: list[dict], monitor: str = "micro_f1") -> dict | None:
     sane = [e for e in epochs if math.isfinite(e["validation"]["loss"])]
-    return max(sane, key=lambda e: e["validation"]["micro_f1"], default=None)
+    sign = -1 if monitor in LOWER_IS_BETTER else 1
+    return max(sane, key=lambda e: sign * e["validation"][monitor], default=None)
+
+
+LOWER_IS_BETTER = frozenset({"mse", "mae", "loss"})
 
 
 @dataclasses.dataclass
@@ -63,7 +70,7 @@ class Results:
     dataset: str
     model: str
     parameters: int
-    label_names: list[str]
+    label_names: list[str]  # regression: the name of the number predicted
     best_epoch: int
     epochs: list[dict]
     test: dict  # metrics of the test split, from the best checkpoint
@@ -75,6 +82,15 @@ class Results:
     final_weights_sha256: str = ""  # equal on every worker of a multi-worker run
     export: str = ""  # the SavedModel's version folder
     wall_seconds: float = 0.0
+    problem_type: str = SINGLE_LABEL
+    # Multi-label: {"global": t, "per_label": {name: t}} tuned on validation (the export uses
+    # the per-label ones), and "test": micro- and macro-F1 at 0.5, global and per-label.
+    thresholds: dict | None = None
+    overlap: dict[str, int] = dataclasses.field(default_factory=dict)  # "train/test": texts
+
+    @property
+    def task(self) -> Task:
+        return Task(self.problem_type, tuple(self.label_names))
 
     def best(self) -> dict:
         return next(e for e in self.epochs if e["epoch"] == self.best_epoch)

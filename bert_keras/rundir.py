@@ -7,7 +7,8 @@ leaves the old version of each or the new one.
 
     <output_dir>/
       run.flags        flagfile that reproduces the run (python -m bert_keras.train --flagfile=...)
-      labels.txt       label names, one a line, in id order
+      labels.txt       label names, one a line, in id order (regression: the score's name)
+      task.json        the problem type (single_label, multi_label, regression)
       checkpoints/     best.weights.h5 (best validation micro-F1)
       backup/          step-<N>/: the state to resume from (until metrics.json is written)
       logs/            training.csv, steps.csv (loss per step), TensorBoard events
@@ -30,6 +31,7 @@ from bert_keras import durable
 from bert_keras.config import RunConfig
 from bert_keras.errors import UsageError
 from bert_keras.results import Results
+from bert_keras.task import Task
 
 LIBRARIES = (
     "tensorflow",
@@ -104,7 +106,7 @@ class RunDir:
             return DONE
         return RESUME if has_backup else NEW
 
-    def start(self, state: str, config: RunConfig, label_names: list[str]):
+    def start(self, state: str, config: RunConfig, task: Task):
         """A fresh run directory in place of an unfinished (or, with --overwrite, any) run, or
         for RESUME the same one without the temporary files of interrupted writes; then the
         run's flags and labels. Earlier exports stay: the new one becomes the next version."""
@@ -115,7 +117,7 @@ class RunDir:
             if path.parent != self.export_base and path != self.export_base:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         durable.write_text(self.flags, config.flagfile())
-        durable.write_text(self.labels, "\n".join(label_names) + "\n")
+        task.write(self.path)
         self.logs.mkdir(exist_ok=True)
         self.best_weights.parent.mkdir(exist_ok=True)
 
@@ -136,6 +138,9 @@ class RunDir:
 
     def label_names(self) -> list[str]:
         return self.labels.read_text().splitlines()
+
+    def task(self) -> Task:
+        return Task.read(self.path)
 
     def results(self) -> Results | None:
         """metrics.json, or None for an unfinished run."""

@@ -46,6 +46,7 @@ from bert_keras.config import RunConfig
 from bert_keras.errors import exit_on_usage_error, parse_flags
 from bert_keras.results import Results, Speed
 from bert_keras.rundir import RunDir
+from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
 
 
 @dataclasses.dataclass
@@ -55,15 +56,26 @@ class Inputs:
     ckpt: checkpoint.Checkpoint
     labeled: data.LabeledData
     tokens: datasets.DatasetDict
-    train_counts: np.ndarray  # training rows per label
+    train_counts: np.ndarray | None  # training rows per label (None: regression)
     steps_per_epoch: int
-    class_weight: dict[int, float] | None
-    validation: tuple  # (dataset, labels in its order, label names)
+    class_weight: np.ndarray | None  # a weight per label (--class_weight)
+    validation: tuple  # (dataset, labels in its order, task)
     test: tuple  # (dataset, labels in its order)
+
+    @property
+    def task(self) -> Task:
+        return self.labeled.task
 
     @property
     def label_names(self) -> list[str]:
         return self.labeled.label_names
+
+    def keras_class_weight(self) -> dict[int, float] | None:
+        """Single-label weights as `fit(class_weight=...)` takes them (multi-label ones weigh
+        positives inside the loss)."""
+        if self.class_weight is None or self.task.multi_label:
+            return None
+        return {i: float(w) for i, w in enumerate(self.class_weight)}
 
 
 def run(config: RunConfig) -> Results:
@@ -84,7 +96,7 @@ def run(config: RunConfig) -> Results:
     # temporary one (TensorFlow's multi-worker convention) and read the chief's backup. ===
     with distribute.work_dir(strategy, run_dir.path) as path:
         work = RunDir(path)
-        work.start(state, config, inputs.label_names)
+        work.start(state, config, inputs.task)
         history = fit(config, inputs, classifier, strategy, run_dir, work, state == rundir.RESUME)
         final_weights = model.weights_sha256(classifier)
         if distribute.is_multi_worker(strategy):
@@ -92,8 +104,9 @@ def run(config: RunConfig) -> Results:
                 f"Worker {distribute.task_id(strategy)}: training done, final weights sha256 "
                 f"{final_weights} (the same on every worker)."
             )
-        test, test_logits = test_best(inputs, classifier, work)
+        test, test_logits, thresholds = test_best(inputs, classifier, work)
     results = collect(config, inputs, classifier, history, test, final_weights, strategy, policy)
+    results.thresholds = thresholds
     if distribute.is_chief(strategy):
         publish(config, run_dir, inputs, results, test_logits, classifier, started)
     return results
@@ -101,9 +114,10 @@ def run(config: RunConfig) -> Results:
 
 def finished_already(run_dir: RunDir) -> Results:
     results = run_dir.results()
+    task = results.task
     print(
-        f"{run_dir} holds a finished run of these flags (test micro-F1 "
-        f"{results.test['micro_f1']:.4f}, SavedModel {results.export}); nothing to do. Pass "
+        f"{run_dir} holds a finished run of these flags (test {task.monitor_name} "
+        f"{results.test[task.monitor]:.4f}, SavedModel {results.export}); nothing to do. Pass "
         f"--overwrite to train it again."
     )
     return results
@@ -123,16 +137,16 @@ def prepare(config: RunConfig) -> Inputs:
     shape = (config.max_seq_length, pipeline.pad_multiple(config.jit_compile), ckpt.family.inputs)
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, *shape)
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
-    counts = np.bincount(tokens["train"]["label"], minlength=len(labeled.label_names))
-    steps = pipeline.steps_per_epoch(tokens["train"].num_rows, config.batch_size)
+    rows, task = tokens["train"].num_rows, labeled.task
+    counts = metrics.label_counts(data.labels(tokens["train"]), task)
     return Inputs(
         ckpt=ckpt,
         labeled=labeled,
         tokens=tokens,
         train_counts=counts,
-        steps_per_epoch=steps,
-        class_weight=metrics.class_weights(counts, config.class_weight),
-        validation=(val_ds, val_labels, labeled.label_names),
+        steps_per_epoch=pipeline.steps_per_epoch(rows, config.batch_size),
+        class_weight=metrics.class_weights(counts, config.class_weight, task.multi_label and rows),
+        validation=(val_ds, val_labels, task),
         test=(test_ds, test_labels),
     )
 
@@ -146,23 +160,27 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
     keras.mixed_precision.set_global_policy(policy)
     steps = inputs.steps_per_epoch
     with strategy.scope():
-        classifier = make_classifier(config, inputs.ckpt, len(inputs.label_names), steps)
+        positive_weights = inputs.class_weight if inputs.task.multi_label else None
+        classifier = make_classifier(config, inputs.ckpt, inputs.task, steps, positive_weights)
     rows = {name: split.num_rows for name, split in inputs.tokens.items()}
     print(
         f"Training {inputs.ckpt.name} ({classifier.count_params():,} parameters, "
         f"{config.pooling} pooling) on {inputs.labeled.name}: {rows['train']:,} train, "
         f"{rows['validation']:,} validation, {rows['test']:,} test rows, "
-        f"{len(inputs.label_names)} labels; {strategy.num_replicas_in_sync} replica(s), "
+        f"{inputs.task.describe()}; {strategy.num_replicas_in_sync} replica(s), "
         f"{steps} steps/epoch, {policy}."
     )
     return classifier
 
 
-def make_classifier(config: RunConfig, ckpt, num_labels: int, steps_per_epoch: int):
-    """The compiled classifier, as the config asks (call inside the strategy's scope)."""
+def make_classifier(
+    config: RunConfig, ckpt, task: Task, steps_per_epoch: int, positive_weights=None
+):
+    """The compiled classifier, as the config asks (call inside the strategy's scope);
+    `positive_weights`: a multi-label loss's weight of each label's positives."""
     backbone = model.load_backbone(ckpt, config.dropout)
     classifier = model.build_classifier(
-        ckpt.family, backbone, num_labels, config.pooling, config.dropout
+        ckpt.family, backbone, task.outputs, config.pooling, config.dropout
     )
     classifier.compile(
         optimizer=optimization.adamw(
@@ -172,8 +190,8 @@ def make_classifier(config: RunConfig, ckpt, num_labels: int, steps_per_epoch: i
             weight_decay=config.weight_decay,
             clip_norm=config.clip_norm,
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=model.loss_for(task, positive_weights),
+        metrics=["accuracy"] if task.problem_type == SINGLE_LABEL else [],
         steps_per_execution=config.steps_per_execution,
         jit_compile=config.jit_compile,
     )
@@ -187,6 +205,7 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
     progress = backup.restore(run_dir.backup, classifier) if resuming else backup.State()
     epoch, step = progress.position(steps)
     history = progress.history
+    history.monitor = inputs.task.monitor
     if resuming:
         print(
             f"Resuming from the backup at step {progress.step} (epoch {epoch + 1}, step {step} "
@@ -202,7 +221,7 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
     fit_ = functools.partial(
         classifier.fit,
         callbacks=callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
-        class_weight=inputs.class_weight,
+        class_weight=inputs.keras_class_weight(),
         shuffle=False,  # the pipeline reshuffles, seeded
         verbose=2 if not sys.stdout.isatty() else 1,  # one line an epoch in logs and CI
     )
@@ -227,25 +246,42 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
     return history
 
 
-def test_best(inputs: Inputs, classifier: keras.Model, work: RunDir) -> tuple[dict, np.ndarray]:
-    """The test split's metrics and logits, from the best checkpoint."""
+def test_best(inputs: Inputs, classifier: keras.Model, work: RunDir):
+    """The test split's metrics and logits, from the best checkpoint; multi-label: at the
+    decision thresholds tuned on the validation split (also returned)."""
     classifier.load_weights(str(work.best_weights))
+    task, thresholds = inputs.task, None
+    if task.multi_label:
+        val_ds, val_labels, _ = inputs.validation
+        val_logits = metrics.predict(classifier, val_ds, val_labels)
+        thresholds = metrics.tune_thresholds(val_labels, val_logits, task.label_names)
     test_ds, test_labels = inputs.test
     logits = metrics.predict(classifier, test_ds, test_labels)
-    return metrics.classification_metrics(test_labels, logits, inputs.label_names), logits
+    served = list(thresholds["per_label"].values()) if thresholds else DEFAULT_THRESHOLD
+    if thresholds:
+        thresholds["test"] = metrics.by_threshold(test_labels, logits, task, thresholds)
+        print(f"Decision thresholds tuned on validation: {format_thresholds(thresholds)}")
+    return metrics.split_metrics(task, test_labels, logits, served), logits, thresholds
+
+
+def format_thresholds(thresholds: dict) -> str:
+    per_label = ", ".join(f"{n} {t:.2f}" for n, t in thresholds["per_label"].items())
+    return f"global {thresholds['global']:.3f}; per label: {per_label}"
 
 
 def collect(config, inputs, classifier, history, test, final_weights, strategy, policy) -> Results:
     train = inputs.tokens["train"]
     epochs_run, seconds = len(history.epochs), history.training_seconds
-    names = inputs.label_names
+    names, counts, weights = inputs.label_names, inputs.train_counts, inputs.class_weight
     return Results(
         dataset=inputs.labeled.name,
         model=inputs.ckpt.name,
         parameters=classifier.count_params(),
         label_names=names,
-        train_label_counts=dict(zip(names, inputs.train_counts.tolist(), strict=True)),
-        class_weight=inputs.class_weight and {names[i]: w for i, w in inputs.class_weight.items()},
+        problem_type=inputs.task.problem_type,
+        overlap=inputs.labeled.overlap,
+        train_label_counts={} if counts is None else dict(zip(names, counts.tolist(), strict=True)),
+        class_weight=None if weights is None else dict(zip(names, weights.tolist(), strict=True)),
         best_epoch=history.best()["epoch"],
         epochs=history.epochs,
         test=test,
@@ -272,15 +308,17 @@ def publish(config, run_dir, inputs, results: Results, test_logits, classifier, 
         "split": "test",
         "source": f"the best checkpoint (epoch {results.best_epoch})",
         "flags": config.recorded(),
+        "overlap": results.overlap,
     }
     report.write(
         run_dir.report_dir("test"),
         inputs.test[1],
         test_logits,
-        inputs.label_names,
+        inputs.task,
         about,
         results.epochs,
         run_dir.steps_csv,
+        results.thresholds,
     )
     # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
     # float32 from the best weights.
@@ -298,14 +336,13 @@ def publish(config, run_dir, inputs, results: Results, test_logits, classifier, 
 
 def summary(results: Results, run_dir: RunDir) -> str:
     test, speed = results.test, results.speed
-    width = max(len(n) for n in results.label_names) + 2
+    headline, per_class = metrics.headline(test), test.get("per_class_f1", {})
+    width = max([len(n) + 3 for n in per_class] + [len(n) for n, _ in headline]) + 2
     rows = [
         f"\n{results.model} on {results.dataset}: test split ({test['examples']} examples), "
         f"best epoch {results.best_epoch}",
-        f"  {'accuracy':<{width}} {test['accuracy']:.4f}",
-        f"  {'micro-F1':<{width}} {test['micro_f1']:.4f}",
-        f"  {'macro-F1':<{width}} {test['macro_f1']:.4f}",
-        *(f"  F1 {name:<{width - 3}} {v:.4f}" for name, v in test["per_class_f1"].items()),
+        *(f"  {name:<{width}} {value:.4f}" for name, value in headline),
+        *(f"  F1 {name:<{width - 3}} {v:.4f}" for name, v in per_class.items()),
         f"  training {speed.training_seconds:.0f} s, "
         f"{speed.training_examples_per_second:.1f} examples/s, "
         f"{speed.real_tokens_per_second:.0f} tokens/s, peak memory {speed.peak_memory_mb:.0f} MB, "

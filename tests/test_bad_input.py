@@ -33,9 +33,9 @@ def test_dataset_path_does_not_exist(run_train, tmp_path):
 
 
 def test_split_missing(run_train, small_emotion):
-    (small_emotion / "test.jsonl").unlink()
+    (small_emotion / "train.jsonl").rename(small_emotion / "rows.jsonl")
     message = run_train(f"--dataset={small_emotion}")
-    assert "split `test` is missing" in message and "train.jsonl" in message
+    assert "has no split `train` (--train_split); its splits are: validation, test" in message
 
 
 def test_split_empty(run_train, small_emotion):

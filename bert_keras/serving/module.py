@@ -2,7 +2,14 @@
 
 `signatures()`:
 - `serving_default`: `text` (and `text_pair` for a sentence-pair model), tf.string [batch] ->
-  `probabilities` float32 [batch, labels], `label_id` int32 [batch], `label` tf.string [batch];
+  (`OUTPUTS`, by problem type)
+  - single-label: `probabilities` float32 [batch, labels] (softmax), `label_id` int32 [batch],
+    `label` tf.string [batch];
+  - multi-label: `probabilities` float32 [batch, labels] (a sigmoid each), `predicted` int32
+    [batch, labels] (1 where a probability reaches its label's decision threshold), `labels`
+    tf.string [batch, most labels of a row in the batch]: each row's predicted names in label
+    order, padded with "" (dense, so TF Serving's REST and gRPC APIs carry it);
+  - regression: `score` float32 [batch];
 - `serve_token_ids`: the backbone's inputs (int32 [batch, tokens], named as the model names
   them) -> the same, for clients that tokenize themselves.
 """
@@ -14,10 +21,34 @@ import tensorflow as tf
 CHUNK_ROWS = 8
 
 
+OUTPUTS = {
+    "single_label": {
+        "probabilities": "float32 [batch, labels]",
+        "label_id": "int32 [batch]",
+        "label": "string [batch]",
+    },
+    "multi_label": {
+        "probabilities": "float32 [batch, labels]",
+        "predicted": "int32 [batch, labels]",
+        "labels": "string [batch, most labels predicted for a row], padded with empty strings",
+    },
+    "regression": {"score": "float32 [batch]"},
+}
+
+
 class TextClassifier(tf.Module):
-    def __init__(self, classifier, tokenizer: tf.Module, label_names, text_pair: bool = False):
+    def __init__(
+        self,
+        classifier,
+        tokenizer: tf.Module,
+        label_names,
+        text_pair: bool = False,
+        problem_type: str = "single_label",
+        thresholds=None,
+    ):
         """`classifier`: a Keras model from a dict of int32 [batch, tokens] inputs to logits;
-        `tokenizer`: an in-graph tokenizer that gives those inputs from text."""
+        `tokenizer`: an in-graph tokenizer that gives those inputs from text; `thresholds`:
+        multi-label decision thresholds, one per label (default 0.5)."""
         super().__init__()
         # The weights alone are tracked: tracking the Keras model would save its optimizer's
         # state too. And the tf.Variables inside the Keras variables, not the Keras variables:
@@ -31,6 +62,8 @@ class TextClassifier(tf.Module):
         self.tokenizer = tokenizer
         self.text_names = ("text", "text_pair") if text_pair else ("text",)
         self.label_names = list(label_names)
+        self.problem_type = problem_type
+        self.thresholds = list(thresholds or [0.5] * len(self.label_names))
 
     def signatures(self) -> dict:
         """Each signature's inputs follow from its specs: the text inputs, and the model's own
@@ -51,11 +84,23 @@ class TextClassifier(tf.Module):
 
     def classify(self, inputs: dict) -> dict:
         logits = self.logits_by_length({name: inputs[name] for name in self.input_names})
+        if self.problem_type == "regression":
+            return {"score": logits[:, 0]}
+        names = tf.constant(self.label_names)
+        if self.problem_type == "multi_label":
+            probabilities = tf.sigmoid(logits)
+            predicted = probabilities >= tf.constant(self.thresholds, tf.float32)
+            rows = tf.broadcast_to(names, tf.shape(predicted))
+            return {
+                "probabilities": probabilities,
+                "predicted": tf.cast(predicted, tf.int32),
+                "labels": tf.ragged.boolean_mask(rows, predicted).to_tensor(default_value=""),
+            }
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int32)
         return {
             "probabilities": tf.nn.softmax(logits),
             "label_id": label_id,
-            "label": tf.gather(tf.constant(self.label_names), label_id),
+            "label": tf.gather(names, label_id),
         }
 
     def logits_by_length(self, inputs: dict):
