@@ -8,11 +8,11 @@ run's `History`: the epochs' metrics so far, seconds spent, earlier resumptions;
 layers' seed states, which `save_weights` leaves out). Keras' own `BackupAndRestore` restarts an
 interrupted epoch from its first batch and writes in place; here the folder is written through
 `durable` and the older one removed after it, so a kill at any moment leaves at least one whole
-backup, and the data pipeline starts at the exact step (`pipeline.train_dataset(start=...)`).
+backup, and the data pipeline starts at the exact step (`pipeline.train_dataset(start_step=...)`).
 
 >>> state = restore(backup_folder, classifier)  # None without a backup
->>> state.position(steps_per_epoch)
-(1, 40)
+>>> state.step
+1240
 """
 
 import dataclasses
@@ -36,10 +36,6 @@ class State:
     step: int = 0  # optimizer steps done (global; counts all replicas' step once)
     history: History = dataclasses.field(default_factory=History)
     seed_states: list = dataclasses.field(default_factory=list)  # dropout RNGs, model order
-
-    def position(self, steps_per_epoch: int) -> tuple[int, int]:
-        """(epoch, step in it), both 0-based: where training goes on."""
-        return divmod(self.step, steps_per_epoch)
 
     def to_json(self) -> dict:
         return {

@@ -93,11 +93,18 @@ def bert_keras_row(n: int, config: RunConfig) -> dict:
     tokenizer = tokenize.load_tokenizer(ckpt)
     tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)["train"]
     batch, multiple = config.batch_size, pipeline.pad_multiple(config.jit_compile)
-    ds, steps = pipeline.train_dataset(
-        tokens, batch, SEED, config.max_seq_length, 2, multiple=multiple, inputs=ckpt.family.inputs
+    steps = pipeline.steps_per_epoch(tokens.num_rows, batch)
+    ds = pipeline.train_dataset(
+        tokens,
+        batch,
+        SEED,
+        config.max_seq_length,
+        2 * steps,
+        multiple=multiple,
+        inputs=ckpt.family.inputs,
     )
     keras.utils.set_random_seed(SEED)
-    classifier = train.make_classifier(config, ckpt, labeled.task, steps)
+    classifier = train.make_classifier(config, ckpt, labeled.task, 2 * steps)
     lengths = pipeline.lengths(tokens)
     batches = [b for e in range(2) for b in pipeline.epoch_batches(lengths, batch, SEED, e)]
     widths = [

@@ -78,7 +78,9 @@ class F1Callback(keras.callbacks.Callback):
         m = metrics.evaluate(self.model, self.dataset, self.y_true, self.task)
         logs.update(validation_logs(m))
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
-        self.history.epochs.append({"epoch": epoch + 1, "train": train, "validation": m})
+        step = int(self.model.optimizer.iterations.numpy())
+        entry = {"epoch": epoch + 1, "step": step, "train": train, "validation": m}
+        self.history.epochs.append(entry)
         shown = metrics.format_metrics(m)
         print(f"\nEpoch {epoch + 1} validation ({m['examples']} examples): {shown}")
 
@@ -137,7 +139,7 @@ class StepLog(keras.callbacks.Callback):
     """`steps.csv`: global step, epoch and that step's training loss, flushed line by line. A
     resumed run first drops the rows past its backup, so the file reads as one run's.
 
-    `batch_sizes[i]` is the size of the batch of global step i + 1 (`pipeline.batch_sizes`).
+    `batch_sizes[i]` is the size of the batch of global step i + 1 (`pipeline.batches`).
     """
 
     def __init__(self, path: Path, resume_step: int, batch_sizes: list[int]):

@@ -53,6 +53,9 @@ class RunConfig:
     # === Training ===
     batch_size: int
     epochs: int
+    max_steps: int
+    eval_every_steps: int
+    eval_batch_size: int
     learning_rate: float
     warmup_ratio: float
     weight_decay: float

@@ -182,6 +182,31 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "epochs", 4, "Passes over the training data.", lower_bound=1, flag_values=TRAINER
 )
+flags.DEFINE_integer(
+    "max_steps",
+    0,
+    "Train for this many optimizer steps (batches), whatever --epochs says; the data is passed "
+    "over as often as that takes, reshuffled each pass. 0 = --epochs passes.",
+    lower_bound=0,
+    flag_values=TRAINER,
+)
+flags.DEFINE_integer(
+    "eval_every_steps",
+    0,
+    "Validate every this many steps (and at the end): validation F1, the best checkpoint, "
+    "early stopping and backups then count validations, not passes over the data. 0 = after "
+    "each pass.",
+    lower_bound=0,
+    flag_values=TRAINER,
+)
+flags.DEFINE_integer(
+    "eval_batch_size",
+    0,
+    "Rows per batch when validating and testing (no gradients: it can be larger than "
+    "--batch_size). 0 = twice --batch_size.",
+    lower_bound=0,
+    flag_values=TRAINER,
+)
 flags.DEFINE_float(
     "learning_rate", 1e-4, "Peak learning rate of AdamW.", lower_bound=0.0, flag_values=TRAINER
 )
@@ -221,8 +246,8 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "early_stopping_patience",
     2,
-    "Stop after this many epochs without a better validation micro-F1 (regression: squared "
-    "error). "
+    "Stop after this many validations (epochs, or --eval_every_steps) without a better validation "
+    "micro-F1 (regression: squared error). "
     "0 = never stop early.",
     lower_bound=0,
     flag_values=TRAINER,

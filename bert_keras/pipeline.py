@@ -6,11 +6,14 @@ length (the `group_by_length` recipe), so each batch holds texts of similar leng
 to its longest one (under XLA rounded up to a multiple of 8: see `pad_multiple`). Rows are
 reshuffled every epoch with the run's seed.
 
->>> train, steps = train_dataset(tokens["train"], batch_size=32, seed=42, epochs=4)
+>>> train = train_dataset(tokens["train"], batch_size=32, seed=42, max_seq_length=128,
+...                       total_steps=2000)
 >>> x, y = next(iter(train))
 >>> sorted(x)
 ['padding_mask', 'segment_ids', 'token_ids']
 """
+
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -109,10 +112,40 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
     return rows // mega * BUCKET_BATCHES + -(-(rows % mega) // batch_size)
 
 
-def batch_sizes(split, batch_size: int, seed: int, epochs: int) -> list[int]:
-    """The size of each training batch of `train_dataset`, in step order over all epochs."""
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and when it validates, in optimizer steps.
+
+    `total_steps`: --max_steps, else --epochs passes over the data; `period`: steps between
+    validations (--eval_every_steps, else one pass). Keras' "epochs" are these periods: the
+    callbacks that act at an epoch's end (validation, best checkpoint, early stopping, backup)
+    act at each. The last period may be shorter.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    period: int
+
+    @property
+    def periods(self) -> int:
+        return -(-self.total_steps // self.period)
+
+    def length(self, period: int) -> int:
+        """Steps of that period (0-based)."""
+        return min(self.period, self.total_steps - period * self.period)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(period, step in it), both 0-based, of global step `step`."""
+        return divmod(step, self.period)
+
+
+def batches(split, batch_size: int, seed: int, total_steps: int) -> list[np.ndarray]:
+    """Row indices of each training batch, in step order: epoch after epoch of `epoch_batches`,
+    cut after `total_steps`."""
     row_lengths = lengths(split)
-    return [len(b) for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+    epochs = -(-total_steps // steps_per_epoch(len(row_lengths), batch_size))
+    found = [b for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+    return found[:total_steps]
 
 
 def train_dataset(
@@ -120,24 +153,21 @@ def train_dataset(
     batch_size: int,
     seed: int,
     max_seq_length: int,
-    epochs: int,
-    start: tuple = (0, 0),
+    total_steps: int,
+    start_step: int = 0,
     multiple: int = 1,
     inputs: tuple = INPUTS,
 ):
-    """Length-grouped batches for `epochs` epochs in one dataset, for
-    `model.fit(..., epochs=epochs, steps_per_epoch=steps)`. Returns (dataset, steps per epoch).
+    """Length-grouped batches of steps [start_step, total_steps) in one dataset, for
+    `model.fit(..., steps_per_epoch=...)`; None when there are none left.
 
-    `start=(epoch, step)` begins at that step of that epoch (0-based): a resumed run sees the
-    batches the interrupted one had not reached, in the same order. `multiple`: `pad_multiple`.
+    A resumed run starts at its backup's step: it sees the batches the interrupted one had not
+    reached, in the same order. `multiple`: `pad_multiple`.
     """
-    row_lengths = lengths(split)
-    per_epoch = [epoch_batches(row_lengths, batch_size, seed, e) for e in range(epochs)]
-    first_epoch, first_step = start
-    batches = [b for e in per_epoch[first_epoch:] for b in e][first_step:]
-    if not batches:
-        return None, len(per_epoch[0])  # the backup was made at the end of the last epoch
-    index = tf.RaggedTensor.from_row_lengths(np.concatenate(batches), [len(b) for b in batches])
+    remaining = batches(split, batch_size, seed, total_steps)[start_step:]
+    if not remaining:
+        return None  # the backup was made at the end of the last step
+    index = tf.RaggedTensor.from_row_lengths(np.concatenate(remaining), [len(b) for b in remaining])
     columns, labels = _columns(split), tf.constant(_labels(split))
 
     def gather(rows):
@@ -147,7 +177,7 @@ def train_dataset(
     ds = tf.data.Dataset.from_tensor_slices(index).map(
         gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    return ds.prefetch(tf.data.AUTOTUNE), len(per_epoch[0])
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(

@@ -43,7 +43,7 @@ from bert_keras import (
 )
 from bert_keras import flags as bert_keras_flags
 from bert_keras.config import RunConfig
-from bert_keras.errors import exit_on_usage_error, parse_flags
+from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
 from bert_keras.results import Results, Speed
 from bert_keras.rundir import RunDir
 from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
@@ -57,7 +57,7 @@ class Inputs:
     labeled: data.LabeledData
     tokens: datasets.DatasetDict
     train_counts: np.ndarray | None  # training rows per label (None: regression)
-    steps_per_epoch: int
+    schedule: pipeline.Schedule
     class_weight: np.ndarray | None  # a weight per label (--class_weight)
     validation: tuple  # (dataset, labels in its order, task)
     test: tuple  # (dataset, labels in its order)
@@ -133,7 +133,7 @@ def prepare(config: RunConfig) -> Inputs:
     tokenizer = tokenize.load_tokenizer(ckpt)
     ckpt.family.tokenizer_spec(tokenizer)  # refused now, not at export, if the graph cannot
     tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)
-    eval_batch = 2 * config.batch_size  # no gradients to keep: twice the batch fits
+    eval_batch = config.eval_batch_size or 2 * config.batch_size  # no gradients to keep
     shape = (config.max_seq_length, pipeline.pad_multiple(config.jit_compile), ckpt.family.inputs)
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, *shape)
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
@@ -144,7 +144,7 @@ def prepare(config: RunConfig) -> Inputs:
         labeled=labeled,
         tokens=tokens,
         train_counts=counts,
-        steps_per_epoch=pipeline.steps_per_epoch(rows, config.batch_size),
+        schedule=schedule(config, rows),
         class_weight=metrics.class_weights(counts, config.class_weight, task.multi_label and rows),
         validation=(val_ds, val_labels, task),
         test=(test_ds, test_labels),
@@ -158,24 +158,25 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
         # leaves it out of the model: see the family's first_token_only.)
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
     keras.mixed_precision.set_global_policy(policy)
-    steps = inputs.steps_per_epoch
+    steps = inputs.schedule
     with strategy.scope():
         positive_weights = inputs.class_weight if inputs.task.multi_label else None
-        classifier = make_classifier(config, inputs.ckpt, inputs.task, steps, positive_weights)
+        classifier = make_classifier(
+            config, inputs.ckpt, inputs.task, steps.total_steps, positive_weights
+        )
     rows = {name: split.num_rows for name, split in inputs.tokens.items()}
     print(
         f"Training {inputs.ckpt.name} ({classifier.count_params():,} parameters, "
         f"{config.pooling} pooling) on {inputs.labeled.name}: {rows['train']:,} train, "
         f"{rows['validation']:,} validation, {rows['test']:,} test rows, "
         f"{inputs.task.describe()}; {strategy.num_replicas_in_sync} replica(s), "
-        f"{steps} steps/epoch, {policy}."
+        f"{steps.total_steps} steps ({steps.steps_per_epoch} a pass over the data), validating "
+        f"every {steps.period}, {policy}."
     )
     return classifier
 
 
-def make_classifier(
-    config: RunConfig, ckpt, task: Task, steps_per_epoch: int, positive_weights=None
-):
+def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, positive_weights=None):
     """The compiled classifier, as the config asks (call inside the strategy's scope);
     `positive_weights`: a multi-label loss's weight of each label's positives."""
     backbone = model.load_backbone(ckpt, config.dropout)
@@ -184,7 +185,7 @@ def make_classifier(
     )
     classifier.compile(
         optimizer=optimization.adamw(
-            total_steps=steps_per_epoch * config.epochs,
+            total_steps=total_steps,
             learning_rate=config.learning_rate,
             warmup_ratio=config.warmup_ratio,
             weight_decay=config.weight_decay,
@@ -200,23 +201,22 @@ def make_classifier(
 
 def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, resuming: bool):
     """Trains from where the last backup left off (or the start); returns the run's history."""
-    train = inputs.tokens["train"]
-    steps = inputs.steps_per_epoch
+    train, schedule = inputs.tokens["train"], inputs.schedule
     progress = backup.restore(run_dir.backup, classifier) if resuming else backup.State()
-    epoch, step = progress.position(steps)
+    period, step = schedule.position(progress.step)
     history = progress.history
     history.monitor = inputs.task.monitor
     if resuming:
         print(
-            f"Resuming from the backup at step {progress.step} (epoch {epoch + 1}, step {step} "
-            f"of {steps}) in {run_dir.backup}."
+            f"Resuming from the backup at step {progress.step} (epoch {period + 1}, step {step} "
+            f"of {schedule.length(period)}) in {run_dir.backup}."
         )
         history.resumed_at.append(progress.step)
         if work.path != run_dir.path and run_dir.best_weights.is_file():
             # Another worker tests the same best checkpoint as the chief: its own copy.
             shutil.copy(run_dir.best_weights, work.best_weights)
-    sizes = pipeline.batch_sizes(train, config.batch_size, config.seed, config.epochs)
-    step_log = callbacks.StepLog(work.steps_csv, progress.step, sizes)
+    batches = pipeline.batches(train, config.batch_size, config.seed, schedule.total_steps)
+    step_log = callbacks.StepLog(work.steps_csv, progress.step, [len(b) for b in batches])
     keep = backup.Backup(work.backup, config.backup_every_steps, history)
     fit_ = functools.partial(
         classifier.fit,
@@ -225,25 +225,53 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
         shuffle=False,  # the pipeline reshuffles, seeded
         verbose=2 if not sys.stdout.isatty() else 1,  # one line an epoch in logs and CI
     )
-    train_ds, _ = pipeline.train_dataset(
+    train_ds = pipeline.train_dataset(
         train,
         config.batch_size,
         config.seed,
         config.max_seq_length,
-        config.epochs,
-        start=(epoch, step),
+        schedule.total_steps,
+        start_step=progress.step,
         multiple=pipeline.pad_multiple(config.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
+    stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
     with distribute.reporting_lost_workers(strategy, run_dir.backup):
-        if step:  # finish the interrupted epoch first: Keras counts an epoch from its start
-            n = steps - step
-            fit_(train_ds.take(n), initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=n)
-            train_ds, epoch = train_ds.skip(n), epoch + 1
-        patience = config.early_stopping_patience
-        if epoch < config.epochs and not callbacks.stop_early(history, patience):
-            fit_(train_ds, initial_epoch=epoch, epochs=config.epochs, steps_per_epoch=steps)
+        fit_periods(fit_, train_ds, schedule, progress.step, stop)
     return history
+
+
+def fit_periods(fit_, dataset, schedule: pipeline.Schedule, step: int, stop):
+    """Keras' epochs are the schedule's periods, and Keras counts one from its start: a period
+    interrupted at global `step` is finished in a call of its own, as is a last shorter one;
+    the full ones between go in one call. `stop()`: early stopping decided."""
+    full = schedule.total_steps // schedule.period  # periods of full length
+    while step < schedule.total_steps and not stop():
+        period, into = schedule.position(step)
+        if into or period >= full:
+            n = schedule.length(period) - into
+            fit_(dataset.take(n), initial_epoch=period, epochs=period + 1, steps_per_epoch=n)
+        else:
+            n = (full - period) * schedule.period
+            fit_(dataset, initial_epoch=period, epochs=full, steps_per_epoch=schedule.period)
+        dataset, step = dataset.skip(n), step + n
+
+
+def schedule(config: RunConfig, rows: int) -> pipeline.Schedule:
+    """The run's length and validation period, in steps (`pipeline.Schedule`)."""
+    per_epoch = pipeline.steps_per_epoch(rows, config.batch_size)
+    total = config.max_steps or per_epoch * config.epochs
+    if config.max_steps:
+        print(
+            f"--max_steps={total} sets the run's length ({total / per_epoch:.2f} passes over the "
+            f"{rows:,} train rows); --epochs is not used."
+        )
+    if config.eval_every_steps > total:
+        raise UsageError(
+            f"--eval_every_steps={config.eval_every_steps} is more than the run's {total:,} steps; "
+            f"give at most {total}, or 0 (validate after each pass over the data)."
+        )
+    return pipeline.Schedule(per_epoch, total, config.eval_every_steps or min(per_epoch, total))
 
 
 def test_best(inputs: Inputs, classifier: keras.Model, work: RunDir):
@@ -270,8 +298,10 @@ def format_thresholds(thresholds: dict) -> str:
 
 
 def collect(config, inputs, classifier, history, test, final_weights, strategy, policy) -> Results:
-    train = inputs.tokens["train"]
-    epochs_run, seconds = len(history.epochs), history.training_seconds
+    train, seconds = inputs.tokens["train"], history.training_seconds
+    steps_run = int(classifier.optimizer.iterations.numpy())
+    batches = pipeline.batches(train, config.batch_size, config.seed, steps_run)
+    row_lengths = pipeline.lengths(train)
     names, counts, weights = inputs.label_names, inputs.train_counts, inputs.class_weight
     return Results(
         dataset=inputs.labeled.name,
@@ -287,8 +317,8 @@ def collect(config, inputs, classifier, history, test, final_weights, strategy, 
         test=test,
         speed=Speed(
             training_seconds=seconds,
-            training_examples_per_second=train.num_rows * epochs_run / seconds,
-            real_tokens_per_second=int(pipeline.lengths(train).sum()) * epochs_run / seconds,
+            training_examples_per_second=sum(len(b) for b in batches) / seconds,
+            real_tokens_per_second=sum(int(row_lengths[b].sum()) for b in batches) / seconds,
             peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             replicas=strategy.num_replicas_in_sync,
             policy=policy,

@@ -181,3 +181,8 @@ def test_hub_model_unreachable_cli(tmp_path):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "cannot read the config.json of --model=hf://FacebookAI/roberta-base" in result.stderr
     assert not output_dir.exists()
+
+
+def test_eval_every_steps_beyond_the_run(run_train, tiny_bert):
+    message = run_train(f"--model={tiny_bert}", "--max_steps=10", "--eval_every_steps=11")
+    assert "--eval_every_steps=11 is more than the run's 10 steps; give at most 10" in message

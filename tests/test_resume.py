@@ -68,6 +68,39 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes(tiny_bert, tmp_path):
     assert (run / "export" / "emotion" / "1" / "saved_model.pb").is_file()
 
 
+def test_steps_instead_of_epochs_resume_mid_period(tiny_bert, tmp_path):
+    """--max_steps=30 (1.2 passes over 400 rows) validated every 12 steps: Keras' epochs are the
+    periods 1-12, 13-24 and 25-30; a kill in the second resumes at its step."""
+    steps = ("--max_steps=30", "--eval_every_steps=12", "--dropout=0")
+    whole = tmp_path / "uninterrupted"
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, whole, *steps))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--max_steps=30 sets the run's length (1.20 passes over the 400 train rows)" in (
+        result.stdout
+    )
+    run = tmp_path / "killed"
+    args = tiny_train_args(tiny_bert, run, *steps, "--backup_every_steps=2")
+    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
+    try:
+        wait_for_backup(run, 14, [proc])
+        proc.kill()
+        proc.wait()
+    finally:
+        reap(proc)
+    step = max(int(p.name[5:]) for p in (run / "backup").glob("step-*"))
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if 12 < step < 24:
+        assert f"(epoch 2, step {step - 12} of 12)" in result.stdout
+    resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (run, whole))
+    assert [e["step"] for e in uninterrupted["epochs"]] == [12, 24, 30]
+    assert [e["step"] for e in resumed["epochs"]] == [12, 24, 30]
+    lines = (whole / "logs" / "steps.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in lines] == list(range(1, 31))
+    np.testing.assert_allclose(step_losses(run), step_losses(whole), rtol=1e-4)
+    assert resumed["test"]["micro_f1"] == uninterrupted["test"]["micro_f1"]
+
+
 def test_non_finite_loss_stops_with_the_best_checkpoint_kept(tiny_bert, tmp_path):
     run = tmp_path / "diverged"
     # One step per epoch and an absurd learning rate: a few sane epochs, then overflow.
