@@ -8,6 +8,7 @@ sweep, TensorFlow's weighted cross-entropy, the best constant predictor as the b
 import gzip
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,22 @@ def test_multi_label_evaluate_from_the_run_and_from_the_export_agree(topics_run,
         len(json.loads(line)["labels"]) for line in (folder / "validation.jsonl").open()
     )
     assert run_report == export_report
+
+
+def test_multi_label_export_runs_in_tf_serving_2_20s_runtime(topics_run, serving_runtime, tmp_path):
+    """Its extra outputs (thresholds, padded names) use only ops TF Serving runs, and TF 2.20 with
+    TF Text alone (object loader and TF1 session) answers as this process does."""
+    from test_export import allowed_ops, export_ops, serve_alone
+
+    folder, run, m = topics_run
+    ops = export_ops(Path(m["export"]))
+    assert ops <= allowed_ops(), f"ops outside tests/serving_ops.txt: {sorted(ops - allowed_ops())}"
+    texts = [json.loads(line)["text"] for line in (folder / "test.jsonl").open()]
+    want = _serve(m["export"], texts)["probabilities"]
+    report, got = serve_alone(serving_runtime, m["export"], texts, tmp_path)
+    assert report["tensorflow"].startswith("2.20.")
+    for probabilities in got.values():
+        np.testing.assert_allclose(probabilities, want, atol=1e-5)
 
 
 def test_thresholds_maximise_validation_f1(topics_run):
