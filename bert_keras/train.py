@@ -145,7 +145,9 @@ def prepare(config: RunConfig) -> Inputs:
         tokens=tokens,
         train_counts=counts,
         schedule=schedule(config, rows),
-        class_weight=metrics.class_weights(counts, config.class_weight, task.multi_label and rows),
+        class_weight=metrics.class_weights(
+            counts, config.class_weight, rows if task.multi_label else 0
+        ),
         validation=(val_ds, val_labels, task),
         test=(test_ds, test_labels),
     )

@@ -72,7 +72,8 @@ def topics_run(tiny_bert, tmp_path_factory):
     write_split_files(folder, {**splits, "test": topic_rows(300, 2)})
     run = tmp_path_factory.mktemp("runs") / "topics"
     args = (f"--dataset={folder}", "--label_column=labels", "--max_train_examples=0")
-    return folder, run, _train(tiny_bert, run, *args, "--max_eval_examples=0")
+    balanced = "--class_weight=balanced"  # a positive weight per label, in the loss
+    return folder, run, _train(tiny_bert, run, *args, "--max_eval_examples=0", balanced)
 
 
 def test_multi_label_is_detected_trained_and_beats_the_best_constant(topics_run):
@@ -87,6 +88,11 @@ def test_multi_label_is_detected_trained_and_beats_the_best_constant(topics_run)
     assert m["test"]["micro_f1"] > constant + 0.2, (m["test"], constant)
     assert {"subset_accuracy", "samples_f1", "macro_f1", "per_class_f1"} <= set(m["test"])
     assert set(m["thresholds"]["per_label"]) == set(TOPICS)
+    train = [json.loads(line) for line in (folder / "train.jsonl").open()]
+    for name in TOPICS:
+        positives = sum(name in r["labels"] for r in train)
+        assert m["train_label_counts"][name] == positives
+        assert m["class_weight"][name] == pytest.approx((600 - positives) / positives)
 
 
 def test_multi_label_export_answers_match_the_metrics(topics_run):
