@@ -8,7 +8,8 @@ run's `History`: the epochs' metrics so far, seconds spent, earlier resumptions;
 layers' seed states, which `save_weights` leaves out). Keras' own `BackupAndRestore` restarts an
 interrupted epoch from its first batch and writes in place; here the folder is written through
 `durable` and the older one removed after it, so a kill at any moment leaves at least one whole
-backup, and the data pipeline starts at the exact step (`pipeline.train_dataset(start_step=...)`).
+backup, and the data pipeline starts at the exact step (`pipeline.train_dataset` gets the
+batches from it on).
 
 >>> state = restore(backup_folder, classifier)  # None without a backup
 >>> state.step

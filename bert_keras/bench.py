@@ -92,59 +92,65 @@ def bert_keras_row(n: int, config: RunConfig) -> dict:
     labeled = data.load("emotion", max_train_examples=n, max_eval_examples=64)
     tokenizer = tokenize.load_tokenizer(ckpt)
     tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)["train"]
-    batch, multiple = config.batch_size, pipeline.pad_multiple(config.jit_compile)
-    steps = pipeline.steps_per_epoch(tokens.num_rows, batch)
+    steps = pipeline.steps_per_epoch(tokens.num_rows, config.batch_size)
+    batches = pipeline.batches(tokens, config.batch_size, SEED, 2 * steps)
+    multiple = pipeline.pad_multiple(config.jit_compile)
     ds = pipeline.train_dataset(
-        tokens,
-        batch,
-        SEED,
-        config.max_seq_length,
-        2 * steps,
-        multiple=multiple,
-        inputs=ckpt.family.inputs,
+        tokens, batches, config.max_seq_length, multiple=multiple, inputs=ckpt.family.inputs
     )
     keras.utils.set_random_seed(SEED)
     classifier = train.make_classifier(config, ckpt, labeled.task, 2 * steps)
+    durations = _step_seconds(classifier, ds, steps)
     lengths = pipeline.lengths(tokens)
-    batches = [b for e in range(2) for b in pipeline.epoch_batches(lengths, batch, SEED, e)]
     widths = [
         int(pipeline.padded_width(int(lengths[b].max()), config.max_seq_length, multiple))
         for b in batches
     ]
-    stamps = [time.perf_counter()]
-
-    class Stamp(keras.callbacks.Callback):
-        def on_train_batch_end(self, step, logs=None):
-            stamps.append(time.perf_counter())
-
-    classifier.fit(ds, epochs=2, steps_per_epoch=steps, callbacks=[Stamp()], verbose=0)
-    # Steady state: the second epoch's steps, less (under XLA, which compiles each new shape)
-    # those of a width not seen before; the first epoch's (the step traced, and retraced
-    # generically by Keras' reduce_retracing after its second shape) are reported apart, as
-    # excluded seconds.
-    durations = np.diff(stamps)
-    seen, steady, steady_rows, excluded = set(), [], [], 0.0
-    for step, (width, rows, seconds) in enumerate(zip(widths, batches, durations, strict=True)):
-        if step >= steps and (width in seen or not config.jit_compile):
-            steady.append((len(rows), lengths[rows].sum(), seconds))
-            steady_rows.append(rows)
-        else:
-            seen.add(width)
-            excluded += seconds
-    examples, real_tokens, seconds = (sum(column) for column in zip(*steady, strict=True))
-    flops, non_embedding = _model_flops(classifier, lengths[np.concatenate(steady_rows)])
+    steady, excluded, shapes = _steady_steps(widths, durations, steps, config.jit_compile)
+    seconds = sum(durations[i] for i in steady)
+    rows = np.concatenate([batches[i] for i in steady])
+    flops, non_embedding = _model_flops(classifier, lengths[rows])
     return _report(
-        examples,
-        int(real_tokens),
+        len(rows),
+        int(lengths[rows].sum()),
         seconds,
         excluded_seconds=excluded,
-        shapes=len(seen),
+        shapes=shapes,
         model_gflops_per_second=flops / seconds / 1e9,
         non_embedding_parameters=non_embedding,
         policy=policy,
         jit_compile=config.jit_compile,
         steps_per_execution=config.steps_per_execution,
     )
+
+
+def _step_seconds(classifier, dataset, steps: int) -> np.ndarray:
+    """Two epochs of `steps` steps; the seconds of each step."""
+    import keras
+
+    stamps = [time.perf_counter()]
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            stamps.append(time.perf_counter())
+
+    classifier.fit(dataset, epochs=2, steps_per_epoch=steps, callbacks=[Stamp()], verbose=0)
+    return np.diff(stamps)
+
+
+def _steady_steps(widths, durations, steps: int, jit_compile: bool):
+    """Steady state: the second epoch's steps, less (under XLA, which compiles each new shape)
+    those of a width not seen before; the first epoch's (the step traced, and retraced
+    generically by Keras' reduce_retracing after its second shape) are reported apart, as
+    excluded seconds. Returns (steady step indices, excluded seconds, shapes seen)."""
+    seen, steady, excluded = set(), [], 0.0
+    for step, (width, seconds) in enumerate(zip(widths, durations, strict=True)):
+        if step >= steps and (width in seen or not jit_compile):
+            steady.append(step)
+        else:
+            seen.add(width)
+            excluded += seconds
+    return steady, excluded, len(seen)
 
 
 def _model_flops(classifier, row_lengths: np.ndarray) -> tuple[float, int]:

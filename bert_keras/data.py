@@ -31,6 +31,7 @@ import numpy as np
 
 from bert_keras.config import RunConfig, dataset_name
 from bert_keras.errors import UsageError, cause
+from bert_keras.flags import TRAINER
 from bert_keras.task import MULTI_LABEL, REGRESSION, SINGLE_LABEL, Task
 
 SPLITS = ("train", "validation", "test")
@@ -152,13 +153,12 @@ def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
     """{"train", and "validation" and "test" where the data has them} by the split flags. A split
     named by a flag at its default may be missing (it is carved off train); one named otherwise
     must exist. A test split without labels (all -1 or null) counts as missing."""
-    defaults = RunConfig.parse([])
     chosen = {}
     for role in SPLITS:
         name = getattr(config, f"{role}_split")
         if name in raw:
             chosen[role] = raw[name]
-        elif role == "train" or name != getattr(defaults, f"{role}_split"):
+        elif role == "train" or name != TRAINER[f"{role}_split"].default:
             raise UsageError(
                 f"--dataset={config.dataset} has no split `{name}` (--{role}_split); its splits "
                 f"are: {', '.join(raw)}. Set --{role}_split to one of them."
@@ -396,13 +396,19 @@ def _strata(ds: datasets.Dataset, task: Task) -> np.ndarray:
     return values
 
 
+def column(ds: datasets.Dataset, name: str):
+    """One column as a single Arrow array. `with_format("arrow")` applies a subset's indices
+    mapping; `ds.data` would not."""
+    return ds.with_format("arrow")[:].column(name).combine_chunks()
+
+
 def labels(ds: datasets.Dataset) -> np.ndarray:
     """The split's labels: int64 ids [rows], float32 multi-hot [rows, labels] or float32 scores
-    [rows]. (`with_format("arrow")` applies a subset's indices mapping; `ds.data` would not.)"""
-    column = ds.with_format("arrow")[:].column("label").combine_chunks()
-    if hasattr(column.type, "list_size"):
-        return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
-    return column.to_numpy()
+    [rows]."""
+    column_ = column(ds, "label")
+    if hasattr(column_.type, "list_size"):
+        return column_.flatten().to_numpy().reshape(len(column_), column_.type.list_size)
+    return column_.to_numpy()
 
 
 def _carve(train, task: Task, config: RunConfig, role: str):
@@ -435,12 +441,10 @@ def _count_unlabelled(splits: dict, task: Task):
 
 def _keys(ds: datasets.Dataset) -> list[str]:
     """Each row's text (and pair) with whitespace runs made one space: what overlap compares."""
-    table = ds.with_format("arrow")[:]
-    texts = table.column("text").to_pylist()
-    if "text_pair" in table.column_names:
-        texts = [
-            f"{a}\t{b}" for a, b in zip(texts, table.column("text_pair").to_pylist(), strict=True)
-        ]
+    texts = column(ds, "text").to_pylist()
+    if "text_pair" in ds.column_names:
+        pairs = column(ds, "text_pair").to_pylist()
+        texts = [f"{a}\t{b}" for a, b in zip(texts, pairs, strict=True)]
     return [" ".join(t.split()) for t in texts]
 
 

@@ -6,8 +6,8 @@ length (the `group_by_length` recipe), so each batch holds texts of similar leng
 to its longest one (under XLA rounded up to a multiple of 8: see `pad_multiple`). Rows are
 reshuffled every epoch with the run's seed.
 
->>> train = train_dataset(tokens["train"], batch_size=32, seed=42, max_seq_length=128,
-...                       total_steps=2000)
+>>> steps = batches(tokens["train"], batch_size=32, seed=42, total_steps=2000)
+>>> train = train_dataset(tokens["train"], steps, max_seq_length=128)
 >>> x, y = next(iter(train))
 >>> sorted(x)
 ['padding_mask', 'segment_ids', 'token_ids']
@@ -35,13 +35,8 @@ def pad_multiple(jit_compile: bool) -> int:
     return 8 if jit_compile else 1
 
 
-def _column(split, name: str):
-    # `with_format("arrow")` applies a subset's indices mapping; `split.data` would not.
-    return split.with_format("arrow")[:].column(name).combine_chunks()
-
-
 def _ragged(split, column: str) -> tf.RaggedTensor:
-    column = _column(split, column)
+    column = data.column(split, column)
     values = np.asarray(column.flatten(), dtype=np.int32)
     lengths = np.diff(np.asarray(column.offsets))
     return tf.RaggedTensor.from_row_lengths(values, lengths)
@@ -49,7 +44,7 @@ def _ragged(split, column: str) -> tf.RaggedTensor:
 
 def lengths(split) -> np.ndarray:
     """Tokens per row, [CLS] and [SEP] included."""
-    return np.diff(np.asarray(_column(split, "input_ids").offsets))
+    return np.diff(np.asarray(data.column(split, "input_ids").offsets))
 
 
 def padded_width(longest, max_len: int, multiple: int = 1):
@@ -149,22 +144,14 @@ def batches(split, batch_size: int, seed: int, total_steps: int) -> list[np.ndar
 
 
 def train_dataset(
-    split,
-    batch_size: int,
-    seed: int,
-    max_seq_length: int,
-    total_steps: int,
-    start_step: int = 0,
-    multiple: int = 1,
-    inputs: tuple = INPUTS,
+    split, remaining: list, max_seq_length: int, multiple: int = 1, inputs: tuple = INPUTS
 ):
-    """Length-grouped batches of steps [start_step, total_steps) in one dataset, for
-    `model.fit(..., steps_per_epoch=...)`; None when there are none left.
+    """The batches of `remaining` (row indices each: `batches(...)[start_step:]`) in one
+    dataset, for `model.fit(..., steps_per_epoch=...)`; None when there are none left.
 
-    A resumed run starts at its backup's step: it sees the batches the interrupted one had not
-    reached, in the same order. `multiple`: `pad_multiple`.
+    A resumed run passes the batches from its backup's step: it sees the ones the interrupted
+    run had not reached, in the same order. `multiple`: `pad_multiple`.
     """
-    remaining = batches(split, batch_size, seed, total_steps)[start_step:]
     if not remaining:
         return None  # the backup was made at the end of the last step
     index = tf.RaggedTensor.from_row_lengths(np.concatenate(remaining), [len(b) for b in remaining])

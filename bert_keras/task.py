@@ -14,6 +14,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from bert_keras import durable
+
 SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label", "multi_label", "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
 # What a multi-label output predicts before thresholds are tuned (an unfinished run's export).
@@ -68,8 +70,6 @@ class Task:
     def write(self, folder: Path):
         """`labels.txt` (the names, one a line, in id order: what TF Serving users read) and
         `task.json` (the problem type)."""
-        from bert_keras import durable
-
         durable.write_text(folder / "labels.txt", "\n".join(self.label_names) + "\n")
         durable.write_json(folder / "task.json", {"problem_type": self.problem_type})
 

@@ -58,6 +58,7 @@ class Inputs:
     tokens: datasets.DatasetDict
     train_counts: np.ndarray | None  # training rows per label (None: regression)
     schedule: pipeline.Schedule
+    batches: list  # row indices of every training step's batch (`pipeline.batches`)
     class_weight: np.ndarray | None  # a weight per label (--class_weight)
     validation: tuple  # (dataset, labels in its order, task)
     test: tuple  # (dataset, labels in its order)
@@ -105,7 +106,7 @@ def run(config: RunConfig) -> Results:
                 f"{final_weights} (the same on every worker)."
             )
         test, test_logits, thresholds = test_best(inputs, classifier, work)
-    results = collect(config, inputs, classifier, history, test, final_weights, strategy, policy)
+    results = collect(inputs, classifier, history, test, final_weights, strategy, policy)
     results.thresholds = thresholds
     if distribute.is_chief(strategy):
         publish(config, run_dir, inputs, results, test_logits, classifier, started)
@@ -139,12 +140,16 @@ def prepare(config: RunConfig) -> Inputs:
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
     rows, task = tokens["train"].num_rows, labeled.task
     counts = metrics.label_counts(data.labels(tokens["train"]), task)
+    steps = schedule(config, rows)
     return Inputs(
         ckpt=ckpt,
         labeled=labeled,
         tokens=tokens,
         train_counts=counts,
-        schedule=schedule(config, rows),
+        schedule=steps,
+        batches=pipeline.batches(
+            tokens["train"], config.batch_size, config.seed, steps.total_steps
+        ),
         class_weight=metrics.class_weights(
             counts, config.class_weight, rows if task.multi_label else 0
         ),
@@ -217,8 +222,7 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
         if work.path != run_dir.path and run_dir.best_weights.is_file():
             # Another worker tests the same best checkpoint as the chief: its own copy.
             shutil.copy(run_dir.best_weights, work.best_weights)
-    batches = pipeline.batches(train, config.batch_size, config.seed, schedule.total_steps)
-    step_log = callbacks.StepLog(work.steps_csv, progress.step, [len(b) for b in batches])
+    step_log = callbacks.StepLog(work.steps_csv, progress.step, [len(b) for b in inputs.batches])
     keep = backup.Backup(work.backup, config.backup_every_steps, history)
     fit_ = functools.partial(
         classifier.fit,
@@ -229,11 +233,8 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
     )
     train_ds = pipeline.train_dataset(
         train,
-        config.batch_size,
-        config.seed,
+        inputs.batches[progress.step :],
         config.max_seq_length,
-        schedule.total_steps,
-        start_step=progress.step,
         multiple=pipeline.pad_multiple(config.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
@@ -299,10 +300,9 @@ def format_thresholds(thresholds: dict) -> str:
     return f"global {thresholds['global']:.3f}; per label: {per_label}"
 
 
-def collect(config, inputs, classifier, history, test, final_weights, strategy, policy) -> Results:
+def collect(inputs, classifier, history, test, final_weights, strategy, policy) -> Results:
     train, seconds = inputs.tokens["train"], history.training_seconds
-    steps_run = int(classifier.optimizer.iterations.numpy())
-    batches = pipeline.batches(train, config.batch_size, config.seed, steps_run)
+    batches = inputs.batches[: int(classifier.optimizer.iterations.numpy())]
     row_lengths = pipeline.lengths(train)
     names, counts, weights = inputs.label_names, inputs.train_counts, inputs.class_weight
     return Results(

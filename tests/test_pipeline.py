@@ -28,7 +28,7 @@ def _epoch(ds, multiple=1):
 def test_train_batches_cover_every_row_once_per_epoch_with_little_padding(tokens):
     split = tokens["train"]
     steps = pipeline.steps_per_epoch(split.num_rows, 32)
-    ds = pipeline.train_dataset(split, batch_size=32, seed=7, max_seq_length=128, total_steps=64)
+    ds = pipeline.train_dataset(split, pipeline.batches(split, 32, 7, 64), max_seq_length=128)
     assert steps == 32 and sum(1 for _ in ds) == 2 * steps
     first, overhead = _epoch(ds.take(steps))
     second, _ = _epoch(ds.skip(steps))
@@ -36,22 +36,24 @@ def test_train_batches_cover_every_row_once_per_epoch_with_little_padding(tokens
     assert sorted(first) == want and sorted(second) == want
     assert overhead < 1.06  # random batches: about 2.3
     assert second != first  # reshuffled every epoch
-    again, _ = _epoch(pipeline.train_dataset(split, 32, 7, 128, total_steps=32))
+    again, _ = _epoch(pipeline.train_dataset(split, pipeline.batches(split, 32, 7, 32), 128))
     assert again == first  # same seed, same order, however many epochs
-    other, _ = _epoch(pipeline.train_dataset(split, 32, 8, 128, total_steps=32))
+    other, _ = _epoch(pipeline.train_dataset(split, pipeline.batches(split, 32, 8, 32), 128))
     assert other != first
     # Steps past a pass go on into the next pass, and a resumed run starts at its step.
-    longer = pipeline.train_dataset(split, 32, 7, 128, total_steps=40)
+    longer = pipeline.train_dataset(split, pipeline.batches(split, 32, 7, 40), 128)
     assert sum(1 for _ in longer) == 40
     assert _epoch(longer.skip(32))[0] == _epoch(ds.skip(32).take(8))[0]
-    resumed = pipeline.train_dataset(split, 32, 7, 128, total_steps=64, start_step=40)
+    resumed = pipeline.train_dataset(split, pipeline.batches(split, 32, 7, 64)[40:], 128)
     assert _epoch(resumed)[0] == _epoch(ds.skip(40))[0]
 
 
 def test_under_xla_widths_are_multiples_of_8(tokens):
     multiple = pipeline.pad_multiple(jit_compile=True)
     assert (multiple, pipeline.pad_multiple(jit_compile=False)) == (8, 1)
-    ds = pipeline.train_dataset(tokens["train"], 32, 7, 128, total_steps=32, multiple=multiple)
+    ds = pipeline.train_dataset(
+        tokens["train"], pipeline.batches(tokens["train"], 32, 7, 32), 128, multiple=multiple
+    )
     rows, overhead = _epoch(ds, multiple)
     assert len(rows) == 1000 and overhead < 1.3
 
