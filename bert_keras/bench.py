@@ -15,6 +15,9 @@ each (tracing, first allocations) left out:
               raw strings (its preprocessor pads every example to its sequence length)
   matmul      the machine's float32 (and bfloat16) tf.matmul peak, for bert_keras' model FLOP
               utilisation: (6 x non-embedding parameters x tokens + attention) / time / peak
+  pipeline    (only when asked: --rows=pipeline) synthetic training sets of --pipeline_rows
+              rows: reading and tokenizing them cold and cached, then the seconds from a
+              training command's start to its first step, and its peak memory
 
 The PyTorch rows need the `[bench]` extra (torch, accelerate); without it they say so. The slow
 recipes measure fewer examples (`--slow_examples`): their per-example time is what counts.
@@ -25,7 +28,9 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import app, flags
@@ -35,12 +40,24 @@ from bert_keras.errors import parse_flags
 from bert_keras.flags import TRAINER, add_to  # the bert_keras row trains as these flags say
 
 ROWS = ("bert_keras", "tutorial", "trainer", "keras_hub", "matmul", "bert_keras_bf16")
+OTHER_ROWS = ("pipeline",)  # measured when asked for: minutes per size
 SEED = 42
 
 flags.DEFINE_list("rows", list(ROWS), f"Rows to measure, in this order: {', '.join(ROWS)}.")
+flags.DEFINE_list(
+    "pipeline_rows",
+    ["100000", "1000000", "4000000"],
+    "Training rows of the synthetic data sets the `pipeline` row starts training on.",
+)
+flags.DEFINE_string(
+    "bench_dir",
+    os.path.expanduser("~/.cache/bert_keras/bench"),
+    "Where the `pipeline` row writes its synthetic data sets (kept for the next run).",
+)
 flags.DEFINE_integer("examples", 1024, "Training rows for the fast recipes.", lower_bound=64)
 flags.DEFINE_integer("slow_examples", 64, "Training rows for the padded recipes.", lower_bound=16)
 flags.DEFINE_string("row", None, "Internal: measure this one row in this process.")
+flags.DEFINE_string("data", None, "Internal: the data folder of the `tokenize` row.")
 FLAGS = flags.FLAGS
 add_to(FLAGS)
 
@@ -290,6 +307,104 @@ def matmul_row() -> dict:
     return peaks
 
 
+# === pipeline: from the command to the first step, on millions of rows ===
+
+
+def synthetic(folder: Path, rows: int):
+    """A data set of `rows` training rows, emotion's texts recombined (the first half of one
+    text's words, then the second half of another's; the first one's label), with emotion's own
+    validation and test splits: Parquet files and a labels.txt."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bert_keras import data
+
+    loaded = data.load("emotion")
+    emotion = loaded.splits
+    words = [t.split() for t in emotion["train"]["text"]]
+    labels = np.asarray(emotion["train"]["label"])
+    rng = np.random.default_rng(SEED)
+    first, second = rng.integers(0, len(words), (2, rows))
+    texts = [
+        " ".join(words[a][: len(words[a]) // 2] + words[b][len(words[b]) // 2 :]) or "empty"
+        for a, b in zip(first, second, strict=True)
+    ]
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts, "label": labels[first]}), tmp / "train.parquet")
+    for split in ("validation", "test"):
+        ds = emotion[split]
+        pq.write_table(
+            pa.table({"text": ds["text"], "label": ds["label"]}), tmp / f"{split}.parquet"
+        )
+    (tmp / "labels.txt").write_text("\n".join(loaded.label_names) + "\n")
+    tmp.rename(folder)
+
+
+def tokenize_row(folder: str, config: RunConfig) -> dict:
+    """Reading and checking the data set, then tokenizing it (cold, or from the datasets cache
+    that HF_DATASETS_CACHE names)."""
+    from bert_keras import checkpoint, data, tokenize
+
+    started = time.time()
+    labeled = data.from_config(config.replace(dataset=folder))
+    read = time.time()
+    tokenizer = tokenize.load_tokenizer(checkpoint.resolve(config.model, config.max_seq_length))
+    tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)
+    return {
+        "read_seconds": read - started,
+        "tokenize_seconds": time.time() - read,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def pipeline_row() -> dict:
+    """Per size: tokenization cold and cached (a process each, a fresh datasets cache), then a
+    training run of 20 steps on the cached tokens: seconds from its process' start to the first
+    step and its peak memory (metrics.json)."""
+    found = {}
+    for rows in map(int, FLAGS.pipeline_rows):
+        folder = Path(FLAGS.bench_dir) / f"synthetic-{rows}"
+        if not folder.is_dir():
+            synthetic(folder, rows)
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "HF_DATASETS_CACHE": cache}
+            cold, cached = (_child(["--row=tokenize", f"--data={folder}"], env) for _ in "12")
+            started = time.time()
+            run = Path(cache) / "run"
+            _child(_train_args(folder, run), env, module="bert_keras.train")
+            speed = json.loads((run / "metrics.json").read_text())["speed"]
+        found[rows] = {
+            "tokenize_cold": cold,
+            "tokenize_cached": cached,
+            "seconds_to_first_step": speed["seconds_to_first_step"],
+            "train_peak_memory_mb": speed["peak_memory_mb"],
+            "train_process_seconds": time.time() - started,
+        }
+        print(f"  {rows:,} rows: {json.dumps(found[rows])}", file=sys.stderr, flush=True)
+    return found
+
+
+def _train_args(folder: Path, run: Path) -> list[str]:
+    return [
+        f"--dataset={folder}",
+        "--max_steps=20",
+        "--eval_every_steps=20",
+        f"--output_dir={run}",
+        *(TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present),
+    ]
+
+
+def _child(args: list, env: dict, module: str = "bert_keras.bench") -> dict | None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed: {result.stderr[-2000:]}")
+    last = result.stdout.strip().splitlines()[-1:] if module == "bert_keras.bench" else []
+    return json.loads(last[0]) if last else None
+
+
 # === The orchestra ===
 
 
@@ -307,7 +422,11 @@ def measure(row: str) -> dict:
         return keras_hub_row(FLAGS.slow_examples * 2)
     if row == "matmul":
         return matmul_row()
-    raise app.UsageError(f"unknown row {row!r}; rows are {', '.join(ROWS)}")
+    if row == "tokenize":
+        return tokenize_row(FLAGS.data, config)
+    if row == "pipeline":
+        return pipeline_row()
+    raise app.UsageError(f"unknown row {row!r}; rows are {', '.join(ROWS + OTHER_ROWS)}")
 
 
 def run_row(row: str) -> dict:
@@ -341,9 +460,11 @@ def main(argv):
     results = {}
     for row in FLAGS.rows:
         print(f"measuring {row} ...", file=sys.stderr, flush=True)
-        results[row] = run_row(row)
+        results[row] = pipeline_row() if row == "pipeline" else run_row(row)
         print(f"  {json.dumps(results[row])}", file=sys.stderr, flush=True)
     print(table(results))
+    if "pipeline" in results:
+        print(pipeline_table(results["pipeline"]))
     print(json.dumps(results))
 
 
@@ -386,6 +507,22 @@ def table(results: dict) -> str:
                 f"{key.split('_')[0]} matmul peak of {peak[key]:.0f} GFLOP/s: "
                 f"{r['model_gflops_per_second'] / peak[key]:.0%} utilisation"
             )
+    return "\n".join(lines)
+
+
+def pipeline_table(found: dict) -> str:
+    lines = [
+        "| training rows | read and check, cold / cached | tokenize, cold / cached | first "
+        "training step after (tokens cached) | training peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    for rows, r in found.items():
+        cold, cached = r["tokenize_cold"], r["tokenize_cached"]
+        lines.append(
+            f"| {int(rows):,} | {cold['read_seconds']:.1f} s / {cached['read_seconds']:.1f} s | "
+            f"{cold['tokenize_seconds']:.1f} s / {cached['tokenize_seconds']:.1f} s | "
+            f"{r['seconds_to_first_step']:.1f} s | {r['train_peak_memory_mb'] / 1024:.2f} GiB |"
+        )
     return "\n".join(lines)
 
 

@@ -162,6 +162,8 @@ class StepLog(keras.callbacks.Callback):
         # batch is partial); this step's loss is the change in its weighted sum (the mean of
         # the steps since the last call with --steps_per_execution > 1).
         step = int(self.model.optimizer.iterations.numpy())
+        if step == self.step:
+            return  # a micro-batch (--gradient_accumulation_steps): the update is to come
         new_rows = sum(self.batch_sizes[self.step : step])
         mean = float(logs["loss"])
         rows = self.rows + new_rows

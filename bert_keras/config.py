@@ -56,6 +56,7 @@ class RunConfig:
     max_steps: int
     eval_every_steps: int
     eval_batch_size: int
+    gradient_accumulation_steps: int
     learning_rate: float
     warmup_ratio: float
     weight_decay: float

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bert_keras.config import RunConfig, dataset_name
 from bert_keras.errors import UsageError, cause
@@ -40,6 +42,7 @@ SUBSET_SEED = 42
 EMOTION_DIR = Path(__file__).parent / "resources" / "emotion"
 # Regression rows are stratified by these many quantile bins of their score.
 SCORE_BINS = 10
+CHUNK_ROWS = 100_000  # rows read at a time where a whole split is scanned
 
 
 @dataclasses.dataclass
@@ -273,9 +276,7 @@ def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list
     if given:
         return list(given)
     if strings or type(feature).__name__ == "Json":
-        values = _values(train, config.label_column)
-        flat = itertools.chain.from_iterable(v if isinstance(v, list) else [v] for v in values)
-        found = {v for v in flat if v is not None}
+        found = _distinct(train, config.label_column)
         if all(isinstance(v, str) for v in found) and found:
             return sorted(found)
     raise UsageError(
@@ -284,25 +285,109 @@ def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list
     )
 
 
+def _distinct(ds: datasets.Dataset, column: str) -> set:
+    """The distinct values of a column, or of its lists' items; None left out."""
+    if type(ds.features[column]).__name__ == "Json":
+        values = _values(ds, column)
+        flat = itertools.chain.from_iterable(v if isinstance(v, list) else [v] for v in values)
+        return {v for v in flat if v is not None}
+    values = ds.data.table.column(column)
+    if _is_list(values.type):
+        values = pc.list_flatten(values)
+    return set(pc.unique(pc.drop_null(values)).to_pylist())
+
+
+def _is_list(arrow_type) -> bool:
+    return (
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or (pa.types.is_fixed_size_list(arrow_type))
+    )
+
+
 # === Canonical columns ===
 
 
 def _canonical(ds, split, config: RunConfig, task: Task) -> datasets.Dataset:
     """text(/text_pair)/label columns of the task's types; rows no model can learn from are
-    refused. Arrow-backed and fingerprinted, so that the datasets cache keeps what follows
-    (tokenization) for the next run."""
+    refused. Checked in Arrow, without a Python object per row; Arrow-backed and fingerprinted,
+    so that the datasets cache keeps what follows (tokenization) for the next run."""
     text_column, pair_column = config.text_column, config.text_pair_column
     for column in (text_column, pair_column) if pair_column else (text_column,):
-        _check_texts(ds.data.table.column(column).to_pylist(), split, column)
-    if config.label_columns:
-        raw = _rows_of_columns(ds, split, config.label_columns)
-    else:
-        raw = _values(ds, config.label_column)
-    labels = _label_values(raw, split, task)
+        _check_texts(ds.data.table.column(column), split, column)
+    labels = _label_array(ds, split, config, task)
     ds = ds.select_columns([c for c in (text_column, pair_column) if c])
     renames = ((text_column, "text"), (pair_column, "text_pair"))
     ds = ds.rename_columns({c: n for c, n in renames if c and c != n})
     return ds.add_column("label", labels, feature=_label_feature(task))
+
+
+def _label_array(ds, split: str, config: RunConfig, task: Task) -> pa.Array:
+    """The labels as the task has them (ids, multi-hot rows or scores), every row checked."""
+    if config.label_columns:
+        return _multi_hot(*_rows_of_columns(ds, split, config.label_columns), ds.num_rows, task)
+    column = ds.data.table.column(config.label_column)
+    if type(ds.features[config.label_column]).__name__ == "Json":  # mixed types: row by row
+        labels = _label_values(_values(ds, config.label_column), split, task)
+        if task.multi_label:
+            return _fixed(np.stack(labels), task)
+        return pa.array(labels, pa.float32() if task.regression else pa.int64())
+    if task.regression:
+        return pa.array(_scores(column, split), pa.float32())
+    index = {name: i for i, name in enumerate(task.label_names)}
+    if not task.multi_label:
+        return pa.array(_ids(column, None, split, index), pa.int64())
+    if _is_list(column.type):
+        nulls = pc.is_null(column)
+        if pc.any(nulls).as_py():  # a row without a list
+            _label_id(None, pc.index(nulls, True).as_py(), split, index)
+        rows = pc.list_parent_indices(column).to_numpy()
+        column = pc.list_flatten(column)
+    else:  # one label a row, learned as multi-label
+        rows = np.arange(len(column))
+    return _multi_hot(rows, _ids(column, rows, split, index), len(ds), task)
+
+
+def _multi_hot(rows: np.ndarray, ids: np.ndarray, n: int, task: Task) -> pa.Array:
+    hot = np.zeros((n, task.outputs), np.float32)
+    hot[rows, ids] = 1.0
+    return _fixed(hot, task)
+
+
+def _fixed(hot: np.ndarray, task: Task) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(hot.reshape(-1)), task.outputs)
+
+
+def _ids(values, rows, split: str, index: dict) -> np.ndarray:
+    """Label ids of label ids or names (Arrow); the first that is not a label is refused with
+    its row (`rows[i]`: the row of value i, where values are lists' items)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        ids = pc.index_in(values, value_set=pa.array(list(index), values.type))
+    elif pa.types.is_integer(values.type):
+        known = pc.and_(pc.greater_equal(values, 0), pc.less(values, len(index)))
+        ids = pc.if_else(known, values, pa.scalar(None, values.type))
+    else:
+        ids = pa.nulls(len(values), pa.int64())
+    bad = pc.is_null(ids)
+    if pc.any(bad).as_py():
+        i = pc.index(bad, True).as_py()
+        _label_id(values[i].as_py(), int(rows[i] if rows is not None else i), split, index)
+    return ids.to_numpy().astype(np.int64)
+
+
+def _scores(column, split: str) -> np.ndarray:
+    numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+    scores = (
+        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        if numeric
+        else np.full(len(column), np.nan)
+    )
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        row = int(bad.argmax())
+        _score(column[row].as_py(), row, split)
+    return scores
 
 
 def _label_feature(task: Task):
@@ -320,29 +405,52 @@ def _values(ds: datasets.Dataset, column: str) -> list:
     return values
 
 
-def _check_texts(texts: list, split: str, column: str):
-    for row, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
-            raise UsageError(
-                f"split `{split}` row {row} (0-based): the text in column `{column}` is {what}. "
-                f"Fix or drop that row."
-            )
+def _check_texts(texts: pa.ChunkedArray, split: str, column: str):
+    """Every row's text is a string with something in it (read a chunk at a time)."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        _refuse_text(texts, 0, split, column)  # not text at all
+    start = 0
+    for chunk in texts.chunks:
+        empty = pc.equal(pc.utf8_trim_whitespace(chunk), "")
+        bad = pc.or_kleene(pc.is_null(chunk), empty)
+        if pc.any(bad).as_py():
+            _refuse_text(texts, start + pc.index(bad, True).as_py(), split, column)
+        start += len(chunk)
 
 
-def _rows_of_columns(ds, split: str, columns: tuple) -> list[list[str]]:
-    """0/1 columns -> each row's list of the columns that are 1."""
-    values = {}
+def _refuse_text(texts, row: int, split: str, column: str):
+    text = texts[row].as_py()
+    what = "null" if text is None else "empty" if isinstance(text, str) else repr(text)
+    raise UsageError(
+        f"split `{split}` row {row} (0-based): the text in column `{column}` is {what}. "
+        f"Fix or drop that row."
+    )
+
+
+def _rows_of_columns(ds, split: str, columns: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 columns -> (row, label id) of each 1."""
+    hot = []
     for column in columns:
-        values[column] = _values(ds, column)
-        bad = [(i, v) for i, v in enumerate(values[column]) if v not in (0, 1) or v is None]
-        if bad:
-            row, value = bad[0]
+        values = ds.data.table.column(column)
+        kind = values.type
+        numeric = (
+            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+        )
+        found = (
+            pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+            if numeric
+            else np.full(len(values), np.nan)
+        )
+        bad = ~np.isin(found, (0.0, 1.0))
+        if bad.any():
+            row = int(bad.argmax())
             raise UsageError(
                 f"split `{split}` row {row} (0-based): column `{column}` (--label_columns) holds "
-                f"{value!r}; each label column must hold 0 or 1 ({len(bad)} rows are affected)."
+                f"{values[row].as_py()!r}; each label column must hold 0 or 1 ({int(bad.sum())} "
+                f"rows are affected)."
             )
-    return [[c for c in columns if values[c][row] == 1] for row in range(ds.num_rows)]
+        hot.append(found == 1.0)
+    return np.nonzero(np.stack(hot, axis=1))
 
 
 def _label_values(raw: list, split: str, task: Task) -> list:
@@ -405,10 +513,16 @@ def column(ds: datasets.Dataset, name: str):
 def labels(ds: datasets.Dataset) -> np.ndarray:
     """The split's labels: int64 ids [rows], float32 multi-hot [rows, labels] or float32 scores
     [rows]."""
-    column_ = column(ds, "label")
-    if hasattr(column_.type, "list_size"):
-        return column_.flatten().to_numpy().reshape(len(column_), column_.type.list_size)
-    return column_.to_numpy()
+    return label_array(column(ds, "label"))
+
+
+def label_array(labels) -> np.ndarray:
+    """An Arrow `label` column (array or chunked) as `labels` returns it."""
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    if hasattr(labels.type, "list_size"):
+        return labels.flatten().to_numpy().reshape(len(labels), labels.type.list_size)
+    return labels.to_numpy()
 
 
 def _carve(train, task: Task, config: RunConfig, role: str):
@@ -439,22 +553,44 @@ def _count_unlabelled(splits: dict, task: Task):
             print(f"{none:,} rows of {name} have no label (an empty list): kept, as negatives.")
 
 
-def _keys(ds: datasets.Dataset) -> list[str]:
-    """Each row's text (and pair) with whitespace runs made one space: what overlap compares."""
-    texts = column(ds, "text").to_pylist()
-    if "text_pair" in ds.column_names:
-        pairs = column(ds, "text_pair").to_pylist()
-        texts = [f"{a}\t{b}" for a, b in zip(texts, pairs, strict=True)]
-    return [" ".join(t.split()) for t in texts]
+def _keys(ds: datasets.Dataset, start: int = 0, stop: int | None = None) -> pa.Array:
+    """Rows [start, stop): each one's text (and pair) with whitespace runs made one space, what
+    overlap compares."""
+    rows = ds.with_format("arrow")[start : ds.num_rows if stop is None else stop]
+
+    def normal(name):  # one string type whatever the file's, so that splits compare
+        text = pc.cast(rows.column(name), pa.large_string())
+        words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(text))
+        return pc.binary_join(words, pa.scalar(" ", pa.large_string()))
+
+    if "text_pair" not in rows.column_names:
+        return normal("text").combine_chunks()
+    tab = pa.scalar("\t", pa.large_string())
+    return pc.binary_join_element_wise(normal("text"), normal("text_pair"), tab).combine_chunks()
+
+
+def _in_train(train: datasets.Dataset, held: pa.Array):
+    """Per chunk of train rows: which rows' keys are among `held`'s, and those keys."""
+    for start in range(0, train.num_rows, CHUNK_ROWS):
+        keys = _keys(train, start, start + CHUNK_ROWS)
+        found = pc.is_in(keys, value_set=held)
+        yield found.to_numpy(zero_copy_only=False), pc.filter(keys, found)
 
 
 def overlap(splits) -> dict[str, int]:
-    """Distinct texts found in both splits of each pair, where there are any; logged."""
-    keys = {name: set(_keys(splits[name])) for name in SPLITS}
+    """Distinct texts found in both splits of each pair, where there are any; logged. Train is
+    read a chunk at a time: only the held-out splits' texts are kept whole."""
+    held = {name: pc.unique(_keys(splits[name])) for name in ("validation", "test")}
     found = {}
-    for a, b in itertools.combinations(SPLITS, 2):
-        if shared := len(keys[a] & keys[b]):
-            found[f"{a}/{b}"] = shared
+    for name, keys in held.items():
+        shared = set()
+        for _, keys_found in _in_train(splits["train"], keys):
+            shared.update(keys_found.to_pylist())
+        found[f"train/{name}"] = len(shared)
+    found["validation/test"] = len(
+        pc.filter(held["validation"], pc.is_in(held["validation"], value_set=held["test"]))
+    )
+    found = {pair: n for pair, n in found.items() if n}
     if found:
         listed = ", ".join(f"{n:,} in {pair.replace('/', ' and ')}" for pair, n in found.items())
         print(
@@ -465,14 +601,14 @@ def overlap(splits) -> dict[str, int]:
 
 
 def _drop_overlap(splits: dict) -> datasets.Dataset:
-    held = set(_keys(splits["validation"])) | set(_keys(splits["test"]))
+    held = pa.concat_arrays([_keys(splits["validation"]), _keys(splits["test"])])
     train = splits["train"]
-    keep = [i for i, key in enumerate(_keys(train)) if key not in held]
+    shared = np.concatenate([found for found, _ in _in_train(train, held)])
     print(
-        f"--drop_overlap: {train.num_rows - len(keep):,} train rows whose text is also in "
-        f"validation or test are removed."
+        f"--drop_overlap: {int(shared.sum()):,} train rows whose text is also in validation or "
+        f"test are removed."
     )
-    return train.select(keep)
+    return train.select(np.flatnonzero(~shared))
 
 
 def _subset(ds: datasets.Dataset, n: int) -> datasets.Dataset:

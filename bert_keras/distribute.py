@@ -24,7 +24,10 @@ from bert_keras import backup, multi_worker
 from bert_keras.errors import TrainingError, UsageError
 
 
-def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distribute.Strategy:
+def make_strategy(
+    name: str, num_cpu_devices: int, batch_size: int, accumulation: int = 1
+) -> tf.distribute.Strategy:
+    """`accumulation`: --gradient_accumulation_steps, micro-batches a batch is split into."""
     if num_cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -44,7 +47,7 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
         # Collectives ride on gRPC between the workers; the coordination service's heartbeats
         # turn a dead worker into an UnavailableError on the others within seconds.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return _check_batch(strategy, name, batch_size)
+        return _check_batch(strategy, name, batch_size, accumulation)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "default" or (name == "auto" and not gpus):
         strategy = tf.distribute.get_strategy()
@@ -56,16 +59,25 @@ def make_strategy(name: str, num_cpu_devices: int, batch_size: int) -> tf.distri
         strategy = tf.distribute.MirroredStrategy(
             cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
-    return _check_batch(strategy, name, batch_size)
+    return _check_batch(strategy, name, batch_size, accumulation)
 
 
-def _check_batch(strategy, name: str, batch_size: int) -> tf.distribute.Strategy:
+def _check_batch(strategy, name: str, batch_size: int, accumulation: int) -> tf.distribute.Strategy:
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise UsageError(
             f"--batch_size={batch_size} is not divisible by the {replicas} replicas of "
             f"--strategy={name}; use a multiple of {replicas}, e.g. "
             f"--batch_size={batch_size - batch_size % replicas or replicas}."
+        )
+    per_replica = batch_size // replicas
+    if per_replica % accumulation:
+        divisors = [d for d in range(2, per_replica + 1) if per_replica % d == 0][:6]
+        raise UsageError(
+            f"--gradient_accumulation_steps={accumulation} does not split the {per_replica} rows "
+            f"each of the {replicas} replica(s) gets of --batch_size={batch_size} into equal "
+            f"micro-batches; use one of {', '.join(map(str, divisors)) or '1'}, or change "
+            f"--batch_size."
         )
     return strategy
 
@@ -122,6 +134,23 @@ def work_dir(strategy: tf.distribute.Strategy, output_dir: Path):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def per_replica(strategy: tf.distribute.Strategy, make_dataset, batches: list):
+    """`make_dataset(batches)` under one process; under multi-worker, each worker's own
+    dataset, of only its replicas' rows of every global batch (row i of a batch goes to replica
+    i mod replicas), made on that worker: no worker reads the others' rows."""
+    if not is_multi_worker(strategy):
+        return make_dataset(batches)
+
+    def local(context: tf.distribute.InputContext):
+        replicas = context.num_replicas_in_sync
+        mine = replicas // context.num_input_pipelines  # this worker's replicas
+        first = context.input_pipeline_id * mine
+        # Consecutive elements go to this worker's replicas in turn.
+        return make_dataset([b[r::replicas] for b in batches for r in range(first, first + mine)])
+
+    return strategy.distribute_datasets_from_function(local)
 
 
 # How a multi-worker collective reports a worker that died or cannot be reached.

@@ -207,6 +207,15 @@ flags.DEFINE_integer(
     lower_bound=0,
     flag_values=TRAINER,
 )
+flags.DEFINE_integer(
+    "gradient_accumulation_steps",
+    1,
+    "Split each batch into this many micro-batches, run one after the other, and update once "
+    "with their averaged gradient: the update of the whole batch, with the activation memory of "
+    "a micro-batch (for a batch that does not fit). Must divide --batch_size per replica.",
+    lower_bound=1,
+    flag_values=TRAINER,
+)
 flags.DEFINE_float(
     "learning_rate", 1e-4, "Peak learning rate of AdamW.", lower_bound=0.0, flag_values=TRAINER
 )

@@ -73,6 +73,13 @@ class AdamW(keras.optimizers.AdamW):
             grad=tf.convert_to_tensor(gradient),
         )
 
+    def _get_current_learning_rate(self):
+        # Keras gives the schedule its count of micro-batches under gradient accumulation; the
+        # schedule counts updates (`iterations`, as without accumulation).
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
     def _clip_gradients(self, grads):
         return grads  # clipped after the all-reduce, below
 
@@ -80,9 +87,60 @@ class AdamW(keras.optimizers.AdamW):
         grads_and_vars = super()._all_reduce_sum_gradients(grads_and_vars)
         grads, variables = zip(*grads_and_vars, strict=True)
         grads = [_summed(g) for g in grads]
-        if self.clip_norm:
+        if self.clip_norm and not self.gradient_accumulation_steps:
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         return list(zip(grads, variables, strict=True))
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        """Under gradient accumulation: Keras' own branches (a `cond`) around updates that are
+        cross-replica, which MirroredStrategy cannot run (merge_call inside control flow). Here
+        each micro-batch's gradient is summed over replicas first, unconditionally, and the
+        branch is taken in cross-replica context."""
+        if not self.gradient_accumulation_steps:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        accumulators = [
+            self._accumulated_gradients[self._get_variable_index(v)].value
+            for v in trainable_variables
+        ]
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        reduced = self._all_reduce_sum_gradients(list(zip(grads, variables, strict=True)))
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            self._accumulate, self._distribution_strategy, reduced, accumulators
+        )
+
+    def _accumulate(self, distribution, grads_and_vars, accumulators):
+        for (grad, _), accumulator in zip(grads_and_vars, accumulators, strict=True):
+            distribution.extended.update(
+                accumulator,
+                lambda a, g: a.assign_add(tf.convert_to_tensor(g)),
+                (grad,),
+                group=False,
+            )
+        last = (self._iterations + 1) % self.gradient_accumulation_steps == 0
+        variables = [v for _, v in grads_and_vars]
+        tf.cond(
+            last, lambda: self._apply_accumulated(distribution, variables, accumulators), tf.no_op
+        )
+
+    def _apply_accumulated(self, distribution, variables, accumulators):
+        """The update of the micro-batches' mean gradient, as `apply` makes it of one batch's:
+        clipped by the global norm, weight decay, then Adam; the accumulators emptied."""
+        steps = self.gradient_accumulation_steps
+        scale = tf.constant(1.0 / steps)
+        if self.clip_norm:
+            norm = tf.linalg.global_norm([a.read_value() for a in accumulators]) * scale
+            scale *= tf.minimum(1.0, self.clip_norm / tf.maximum(norm, 1e-12))
+        lr, wd = self.learning_rate, self.weight_decay or 0.0
+
+        def update(variable, accumulator):
+            if wd and self._use_weight_decay(variable):
+                variable.assign_sub(variable * tf.cast(wd * lr, variable.dtype))
+            self.update_step(accumulator * tf.cast(scale, accumulator.dtype), variable, lr)
+            accumulator.assign(tf.zeros_like(accumulator))
+
+        for variable, accumulator in zip(variables, accumulators, strict=True):
+            distribution.extended.update(variable, update, (accumulator,), group=False)
+        return tf.no_op()
 
 
 def _summed(gradient):
@@ -103,13 +161,17 @@ def adamw(
     warmup_ratio: float,
     weight_decay: float,
     clip_norm: float,
+    accumulation: int = 1,
 ) -> AdamW:
+    """`accumulation`: micro-batches per update (--gradient_accumulation_steps); their gradients
+    are averaged, then reduced over replicas and clipped, as one batch's."""
     schedule = WarmupLinearDecay(learning_rate, total_steps, round(warmup_ratio * total_steps))
     optimizer = AdamW(
         clip_norm=clip_norm,
         learning_rate=schedule,
         weight_decay=weight_decay,
         epsilon=1e-6,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

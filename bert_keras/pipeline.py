@@ -6,6 +6,10 @@ length (the `group_by_length` recipe), so each batch holds texts of similar leng
 to its longest one (under XLA rounded up to a multiple of 8: see `pad_multiple`). Rows are
 reshuffled every epoch with the run's seed.
 
+Only row indices are planned ahead (`batches`); a batch's tokens are read from the tokenized
+Arrow files (memory-mapped by datasets) when tf.data asks for it, so memory does not grow with
+the data set and no split is held in the graph.
+
 >>> steps = batches(tokens["train"], batch_size=32, seed=42, total_steps=2000)
 >>> train = train_dataset(tokens["train"], steps, max_seq_length=128)
 >>> x, y = next(iter(train))
@@ -16,12 +20,15 @@ reshuffled every epoch with the run's seed.
 import dataclasses
 
 import numpy as np
+import pyarrow.compute as pc
 import tensorflow as tf
 
 from bert_keras import data
 
 BUCKET_BATCHES = 50
 INPUTS = ("token_ids", "segment_ids", "padding_mask")  # BERT's; a family names its own
+# Batches made ahead of the model: the generator holds the GIL only while it pads one.
+PREFETCH_BATCHES = 8
 
 
 def pad_multiple(jit_compile: bool) -> int:
@@ -35,56 +42,69 @@ def pad_multiple(jit_compile: bool) -> int:
     return 8 if jit_compile else 1
 
 
-def _ragged(split, column: str) -> tf.RaggedTensor:
-    column = data.column(split, column)
-    values = np.asarray(column.flatten(), dtype=np.int32)
-    lengths = np.diff(np.asarray(column.offsets))
-    return tf.RaggedTensor.from_row_lengths(values, lengths)
-
-
 def lengths(split) -> np.ndarray:
-    """Tokens per row, [CLS] and [SEP] included."""
-    return np.diff(np.asarray(data.column(split, "input_ids").offsets))
+    """Tokens per row, [CLS] and [SEP] included: read a chunk of rows at a time."""
+    ids = split.select_columns(["input_ids"]).with_format("arrow")
+    found = [
+        pc.list_value_length(chunk.column("input_ids")).to_numpy()
+        for chunk in ids.iter(batch_size=data.CHUNK_ROWS)
+    ]
+    return np.concatenate(found).astype(np.int64) if found else np.zeros(0, np.int64)
 
 
 def padded_width(longest, max_len: int, multiple: int = 1):
-    """A batch's width: its longest row rounded up to `multiple`, at most max_len (a tf or a
-    numpy integer)."""
-    ops = tf.math if isinstance(longest, tf.Tensor) else np
+    """A batch's width: its longest row rounded up to `multiple`, at most max_len."""
     rounded = -(-longest // multiple) * multiple
-    return ops.minimum(rounded, ops.maximum(longest, max_len))
+    return min(rounded, max(longest, max_len))
 
 
-def _columns(split) -> dict[str, tf.RaggedTensor]:
-    """The split's token ids, and its segment ids where the tokenizer gives them."""
-    columns = {"token_ids": _ragged(split, "input_ids")}
-    if "token_type_ids" in split.column_names:
-        columns["segment_ids"] = _ragged(split, "token_type_ids")
-    return columns
+def _padded(column, mask: np.ndarray) -> np.ndarray:
+    """An Arrow list column -> [rows, width] int32, zeros after each row's end (`mask`)."""
+    dense = np.zeros(mask.shape, np.int32)
+    dense[mask] = pc.list_flatten(column).to_numpy()
+    return dense
 
 
-def _dense(columns: dict, labels, max_len: int, multiple: int, inputs: tuple):
-    """The model's `inputs` (names) from ragged columns, padded to the batch's width."""
-    token_ids = columns["token_ids"]
-    longest = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
-    width = padded_width(longest, max_len, multiple)
-
-    def pad(ragged):
-        dense = ragged.to_tensor(0)
-        return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
-
-    def ragged(name):
-        if name == "padding_mask":
-            return tf.ones_like(token_ids)
-        if name == "segment_ids" and name not in columns:  # a tokenizer without segments
-            return tf.zeros_like(token_ids)
-        return columns[name]
-
-    return {name: pad(ragged(name)) for name in inputs}, labels
+def _batch(table, max_len: int, multiple: int, inputs: tuple) -> dict:
+    """The model's `inputs` (names) of an Arrow table's rows, padded to the batch's width."""
+    token_ids = table.column("input_ids").combine_chunks()
+    row_lengths = pc.list_value_length(token_ids).to_numpy()
+    width = padded_width(int(row_lengths.max()), max_len, multiple)
+    mask = np.arange(width) < row_lengths[:, None]
+    padded = {"token_ids": _padded(token_ids, mask), "padding_mask": mask.astype(np.int32)}
+    if "segment_ids" in inputs:
+        padded["segment_ids"] = (
+            _padded(table.column("token_type_ids").combine_chunks(), mask)
+            if "token_type_ids" in table.column_names
+            else np.zeros_like(padded["token_ids"])  # a tokenizer without segments
+        )
+    return {name: padded[name] for name in inputs}
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list:
-    """Row indices of each batch of one epoch: a function of (seed, epoch) alone.
+def _dataset(split, batches, max_len: int, multiple: int, inputs: tuple) -> tf.data.Dataset:
+    """(inputs, labels) of each batch of row indices in `batches`, read from the split's Arrow
+    table as they are needed: a batch at a time, nothing of the split held in the graph."""
+    rows = split.with_format("arrow")
+
+    def generate():
+        for indices in batches:
+            table = rows[indices]
+            yield _batch(table, max_len, multiple, inputs), _labels(table)
+
+    first = _labels(rows[:1])
+    signature = (
+        {name: tf.TensorSpec([None, None], tf.int32) for name in inputs},
+        tf.TensorSpec([None] * first.ndim, tf.as_dtype(first.dtype)),
+    )
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, min_rows: int = 1
+) -> list:
+    """Row indices of each batch of one epoch: a function of (seed, epoch) alone. The last
+    megabatch's last batch may be partial; with fewer than `min_rows` rows it is left out.
 
     Not of how often the data was iterated: Keras peeks at a batch under MirroredStrategy, which
     would shift a tf.data `reshuffle_each_iteration` order away from one device's.
@@ -96,15 +116,25 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     for start in range(0, len(order), mega):
         chunk = order[start : start + mega]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        found = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [b for b in found if len(b) >= min_rows]
     # Batch order shuffled too, so that long and short batches are interleaved.
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def steps_per_epoch(rows: int, batch_size: int) -> int:
-    """How many batches `epoch_batches` makes of `rows` rows (each megabatch's last is partial)."""
+def steps_per_epoch(rows: int, batch_size: int, min_rows: int = 1) -> int:
+    """How many batches `epoch_batches` makes of `rows` rows."""
     mega = batch_size * BUCKET_BATCHES
-    return rows // mega * BUCKET_BATCHES + -(-(rows % mega) // batch_size)
+    last = rows % mega
+    return rows // mega * BUCKET_BATCHES + last // batch_size + (last % batch_size >= min_rows)
+
+
+def micro_batches(batches: list, accumulation: int) -> list:
+    """Each batch split into `accumulation` micro-batches of (nearly) equal rows, in order
+    (--gradient_accumulation_steps; `epoch_batches(min_rows=accumulation)` leaves none empty)."""
+    if accumulation == 1:
+        return batches
+    return [part for b in batches for part in np.array_split(b, accumulation)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,12 +164,16 @@ class Schedule:
         return divmod(step, self.period)
 
 
-def batches(split, batch_size: int, seed: int, total_steps: int) -> list[np.ndarray]:
+def batches(
+    split, batch_size: int, seed: int, total_steps: int, min_rows: int = 1
+) -> list[np.ndarray]:
     """Row indices of each training batch, in step order: epoch after epoch of `epoch_batches`,
     cut after `total_steps`."""
     row_lengths = lengths(split)
-    epochs = -(-total_steps // steps_per_epoch(len(row_lengths), batch_size))
-    found = [b for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e)]
+    epochs = -(-total_steps // steps_per_epoch(len(row_lengths), batch_size, min_rows))
+    found = [
+        b for e in range(epochs) for b in epoch_batches(row_lengths, batch_size, seed, e, min_rows)
+    ]
     return found[:total_steps]
 
 
@@ -154,17 +188,8 @@ def train_dataset(
     """
     if not remaining:
         return None  # the backup was made at the end of the last step
-    index = tf.RaggedTensor.from_row_lengths(np.concatenate(remaining), [len(b) for b in remaining])
-    columns, labels = _columns(split), tf.constant(_labels(split))
-
-    def gather(rows):
-        picked = {name: tf.gather(column, rows) for name, column in columns.items()}
-        return _dense(picked, tf.gather(labels, rows), max_seq_length, multiple, inputs)
-
-    ds = tf.data.Dataset.from_tensor_slices(index).map(
-        gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = _dataset(split, remaining, max_seq_length, multiple, inputs)
+    return ds.prefetch(PREFETCH_BATCHES)
 
 
 def eval_dataset(
@@ -175,17 +200,15 @@ def eval_dataset(
     Returns (dataset, labels in the dataset's order).
     """
     order = np.argsort(lengths(split), kind="stable")
-    columns = {name: tf.gather(column, order) for name, column in _columns(split).items()}
-    labels = _labels(split)[order]
-    ds = (
-        tf.data.Dataset.from_tensor_slices((columns, labels))
-        .batch(batch_size)
-        .map(lambda c, y: _dense(c, y, max_seq_length, multiple, inputs))
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return ds, labels
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    ds = _dataset(split, batches, max_seq_length, multiple, inputs)
+    return ds.prefetch(PREFETCH_BATCHES), _int32(data.labels(split))[order]
 
 
-def _labels(split) -> np.ndarray:
-    labels = data.labels(split)
+def _labels(table) -> np.ndarray:
+    return _int32(data.label_array(table.column("label")))
+
+
+def _int32(labels: np.ndarray) -> np.ndarray:
+    """Label ids as the model's int32; multi-hot rows and scores stay float32."""
     return labels.astype(np.int32) if labels.dtype == np.int64 else labels

@@ -11,12 +11,19 @@ needs from it, and refuses a tokenizer the graph cannot reproduce, before any tr
 """
 
 import hashlib
+import os
 
 import datasets
 import transformers
 
 from bert_keras.checkpoint import Checkpoint
 from bert_keras.errors import UsageError, cause
+
+# Splits of at least this many rows are tokenized by a process per core (fewer: starting the
+# processes costs more than it saves).
+PARALLEL_ROWS = 200_000
+# What the cached columns hold; a new layout is a new cache entry, never a misread old one.
+LAYOUT = "int32 ids; segments of pairs only"
 
 
 def load_tokenizer(ckpt: Checkpoint) -> transformers.PreTrainedTokenizerFast:
@@ -45,35 +52,47 @@ def tokenize(
     tokenizer: transformers.PreTrainedTokenizerFast,
     max_seq_length: int,
 ) -> datasets.DatasetDict:
-    """Adds `input_ids` and `token_type_ids` (truncated, unpadded) and drops the text columns.
+    """Adds `input_ids` (and `token_type_ids` for sentence pairs; one text has segment 0
+    throughout), int32, truncated, unpadded, and drops the text columns.
 
     The cache key is the data's fingerprint plus everything that changes the ids, so a second
-    run with the same data and tokenizer reads the result from the datasets cache.
+    run with the same data and tokenizer reads the result from the datasets cache. Large splits
+    are tokenized by a process per core.
     """
     key = hashlib.sha256(
-        f"{tokenizer.backend_tokenizer.to_str()}|{max_seq_length}".encode()
+        f"{tokenizer.backend_tokenizer.to_str()}|{max_seq_length}|{LAYOUT}".encode()
     ).hexdigest()[:16]
+    return datasets.DatasetDict(
+        {
+            name: _tokenize(split, name, tokenizer, max_seq_length, key)
+            for name, split in splits.items()
+        }
+    )
+
+
+def _tokenize(split, name: str, tokenizer, max_seq_length: int, key: str) -> datasets.Dataset:
+    pairs = "text_pair" in split.column_names
+    ids = datasets.List(datasets.Value("int32"))
+    columns = {"input_ids": ids, "token_type_ids": ids} if pairs else {"input_ids": ids}
 
     def encode(batch):
         # Pairs: [CLS] text [SEP] text_pair [SEP], segment ids 0 then 1; truncation removes a
         # token at a time from the longer text ("longest_first"), as the export does.
-        return tokenizer(
+        encoded = tokenizer(
             batch["text"],
             batch.get("text_pair"),
             truncation=True,
             max_length=max_seq_length,
             return_attention_mask=False,
         )
+        return {name: encoded[name] for name in columns}
 
-    return datasets.DatasetDict(
-        {
-            name: split.map(
-                encode,
-                batched=True,
-                remove_columns=[c for c in ("text", "text_pair") if c in split.column_names],
-                new_fingerprint=f"{split._fingerprint}-{key}",
-                desc=f"tokenize {name}",
-            )
-            for name, split in splits.items()
-        }
+    return split.map(
+        encode,
+        batched=True,
+        remove_columns=[c for c in ("text", "text_pair") if c in split.column_names],
+        features=datasets.Features({"label": split.features["label"], **columns}),
+        num_proc=os.cpu_count() if split.num_rows >= PARALLEL_ROWS else None,
+        new_fingerprint=f"{split._fingerprint}-{key}",
+        desc=f"tokenize {name}",
     )

@@ -82,7 +82,8 @@ class Inputs:
 def run(config: RunConfig) -> Results:
     started = time.time()
     # === 1. Check ===
-    strategy = distribute.make_strategy(config.strategy, config.num_cpu_devices, config.batch_size)
+    devices = (config.strategy, config.num_cpu_devices, config.batch_size)
+    strategy = distribute.make_strategy(*devices, config.gradient_accumulation_steps)
     run_dir = RunDir(config.output_path)
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
     if state == rundir.DONE:
@@ -90,7 +91,7 @@ def run(config: RunConfig) -> Results:
     if state == rundir.NEW and run_dir.flags.is_file() and not config.overwrite:
         print(f"{run_dir} holds an unfinished run without a backup; starting it over.")
     # === 2. Prepare, 3. build ===
-    inputs = prepare(config)
+    inputs = prepare(config, strategy.num_replicas_in_sync)
     policy = distribute.dtype_policy(config.mixed_precision)
     classifier = build(config, inputs, strategy, policy)
     # === 4. Fit, 5. test: only the chief writes the run directory; other workers write a
@@ -124,10 +125,10 @@ def finished_already(run_dir: RunDir) -> Results:
     return results
 
 
-def prepare(config: RunConfig) -> Inputs:
+def prepare(config: RunConfig, replicas: int = 1) -> Inputs:
     """The checkpoint, the data and its tokens (cached by datasets: a second run skips the
     tokenizer), and the evaluation datasets. Training's waits for the backup: it starts where
-    that ended."""
+    that ended. A training batch gives each of the `replicas` micro-batches a row at least."""
     ckpt = checkpoint.resolve(config.model, config.max_seq_length)
     ckpt.family.check_pooling(config.pooling)
     labeled = data.from_config(config)
@@ -140,7 +141,8 @@ def prepare(config: RunConfig) -> Inputs:
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
     rows, task = tokens["train"].num_rows, labeled.task
     counts = metrics.label_counts(data.labels(tokens["train"]), task)
-    steps = schedule(config, rows)
+    min_rows = config.gradient_accumulation_steps * replicas
+    steps = schedule(config, rows, min_rows)
     return Inputs(
         ckpt=ckpt,
         labeled=labeled,
@@ -148,7 +150,11 @@ def prepare(config: RunConfig) -> Inputs:
         train_counts=counts,
         schedule=steps,
         batches=pipeline.batches(
-            tokens["train"], config.batch_size, config.seed, steps.total_steps
+            tokens["train"],
+            config.batch_size,
+            config.seed,
+            steps.total_steps,
+            min_rows,
         ),
         class_weight=metrics.class_weights(
             counts, config.class_weight, rows if task.multi_label else 0
@@ -197,6 +203,7 @@ def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, posit
             warmup_ratio=config.warmup_ratio,
             weight_decay=config.weight_decay,
             clip_norm=config.clip_norm,
+            accumulation=config.gradient_accumulation_steps,
         ),
         loss=model.loss_for(task, positive_weights),
         metrics=["accuracy"] if task.problem_type == SINGLE_LABEL else [],
@@ -224,20 +231,32 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
             shutil.copy(run_dir.best_weights, work.best_weights)
     step_log = callbacks.StepLog(work.steps_csv, progress.step, [len(b) for b in inputs.batches])
     keep = backup.Backup(work.backup, config.backup_every_steps, history)
-    fit_ = functools.partial(
-        classifier.fit,
-        callbacks=callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
-        class_weight=inputs.keras_class_weight(),
-        shuffle=False,  # the pipeline reshuffles, seeded
-        verbose=2 if not sys.stdout.isatty() else 1,  # one line an epoch in logs and CI
-    )
-    train_ds = pipeline.train_dataset(
+    micro = config.gradient_accumulation_steps  # Keras' steps are micro-batches
+    run_callbacks = callbacks.for_run(history, config, work, inputs.validation, step_log, keep)
+
+    def fit_(dataset, steps_per_epoch: int, **epochs):
+        classifier.fit(
+            dataset,
+            steps_per_epoch=steps_per_epoch * micro,
+            callbacks=run_callbacks,
+            class_weight=inputs.keras_class_weight(),
+            shuffle=False,  # the pipeline reshuffles, seeded
+            verbose=2 if not sys.stdout.isatty() else 1,  # one line an epoch in logs and CI
+            **epochs,
+        )
+
+    make = functools.partial(
+        pipeline.train_dataset,
         train,
-        inputs.batches[progress.step :],
-        config.max_seq_length,
+        max_seq_length=config.max_seq_length,
         multiple=pipeline.pad_multiple(config.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
+
+    def train_ds(start: int, stop: int):
+        steps = pipeline.micro_batches(inputs.batches[start:stop], micro)
+        return distribute.per_replica(strategy, make, steps)
+
     stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
     with distribute.reporting_lost_workers(strategy, run_dir.backup):
         fit_periods(fit_, train_ds, schedule, progress.step, stop)
@@ -247,22 +266,32 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
 def fit_periods(fit_, dataset, schedule: pipeline.Schedule, step: int, stop):
     """Keras' epochs are the schedule's periods, and Keras counts one from its start: a period
     interrupted at global `step` is finished in a call of its own, as is a last shorter one;
-    the full ones between go in one call. `stop()`: early stopping decided."""
+    the full ones between go in one call. `dataset(start, stop)`: the batches of those steps;
+    `stop()`: early stopping decided."""
     full = schedule.total_steps // schedule.period  # periods of full length
     while step < schedule.total_steps and not stop():
         period, into = schedule.position(step)
         if into or period >= full:
             n = schedule.length(period) - into
-            fit_(dataset.take(n), initial_epoch=period, epochs=period + 1, steps_per_epoch=n)
+            ds = dataset(step, step + n)
+            fit_(ds, initial_epoch=period, epochs=period + 1, steps_per_epoch=n)
         else:
             n = (full - period) * schedule.period
-            fit_(dataset, initial_epoch=period, epochs=full, steps_per_epoch=schedule.period)
-        dataset, step = dataset.skip(n), step + n
+            ds = dataset(step, step + n)
+            fit_(ds, initial_epoch=period, epochs=full, steps_per_epoch=schedule.period)
+        step += n
 
 
-def schedule(config: RunConfig, rows: int) -> pipeline.Schedule:
-    """The run's length and validation period, in steps (`pipeline.Schedule`)."""
-    per_epoch = pipeline.steps_per_epoch(rows, config.batch_size)
+def schedule(config: RunConfig, rows: int, min_rows: int = 1) -> pipeline.Schedule:
+    """The run's length and validation period, in steps (`pipeline.Schedule`); a last partial
+    batch of fewer than `min_rows` rows is left out of each pass."""
+    per_epoch = pipeline.steps_per_epoch(rows, config.batch_size, min_rows)
+    if not per_epoch:
+        raise UsageError(
+            f"the {rows:,} train rows are fewer than the {min_rows} each batch needs (a row for "
+            f"each replica's micro-batch: --gradient_accumulation_steps x replicas); give more "
+            f"rows, or fewer replicas or micro-batches."
+        )
     total = config.max_steps or per_epoch * config.epochs
     if config.max_steps:
         print(

@@ -186,3 +186,24 @@ def test_hub_model_unreachable_cli(tmp_path):
 def test_eval_every_steps_beyond_the_run(run_train, tiny_bert):
     message = run_train(f"--model={tiny_bert}", "--max_steps=10", "--eval_every_steps=11")
     assert "--eval_every_steps=11 is more than the run's 10 steps; give at most 10" in message
+
+
+def test_gradient_accumulation_that_does_not_split_the_batch(run_train, tiny_bert):
+    message = run_train(
+        f"--model={tiny_bert}", "--batch_size=16", "--gradient_accumulation_steps=3"
+    )
+    assert message == (
+        "--gradient_accumulation_steps=3 does not split the 16 rows each of the 1 replica(s) gets "
+        "of --batch_size=16 into equal micro-batches; use one of 2, 4, 8, 16, or change "
+        "--batch_size."
+    )
+
+
+def test_fewer_rows_than_a_batch_needs(run_train, tiny_bert):
+    message = run_train(
+        f"--model={tiny_bert}",
+        "--max_train_examples=3",
+        "--batch_size=8",
+        "--gradient_accumulation_steps=4",
+    )
+    assert message.startswith("the 3 train rows are fewer than the 4 each batch needs")

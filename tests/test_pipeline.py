@@ -66,3 +66,32 @@ def test_eval_counts_every_row_once_including_last_partial_batch(tokens):
     assert [r[-1] for r in rows] == labels.tolist()
     assert sorted(rows) == sorted(tuple(r["input_ids"]) + (r["label"],) for r in split)
     assert np.array_equal(np.sort(labels), np.sort(np.asarray(split["label"][:])))
+
+
+def test_tokens_are_int32_without_segments_for_single_texts(tokens):
+    split = tokens["train"]
+    assert str(split.features["input_ids"].feature.dtype) == "int32"
+    assert "token_type_ids" not in split.column_names  # one text: segment 0 throughout
+    x, _ = next(iter(pipeline.train_dataset(split, pipeline.batches(split, 32, 7, 1), 128)))
+    assert not x["segment_ids"].numpy().any()
+    lengths = pipeline.lengths(split)  # read a chunk at a time
+    assert lengths.tolist() == [len(ids) for ids in split["input_ids"]]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 31, 32, 33, 1599, 1600, 1603, 5000])
+@pytest.mark.parametrize("min_rows", [1, 4])
+def test_steps_per_epoch_counts_the_batches_an_epoch_makes(rows, min_rows):
+    lengths = np.random.default_rng(rows).integers(3, 60, rows)
+    made = pipeline.epoch_batches(lengths, 32, 0, 0, min_rows)
+    assert pipeline.steps_per_epoch(rows, 32, min_rows) == len(made)
+    assert all(len(b) >= min_rows for b in made)
+    dropped = rows - sum(len(b) for b in made)
+    assert dropped == (rows % 32 if rows % 32 < min_rows else 0)  # only a too-small last batch
+
+
+def test_micro_batches_split_each_batch_in_order():
+    batches = [np.arange(16), np.arange(16, 26)]
+    micro = pipeline.micro_batches(batches, 4)
+    assert [len(m) for m in micro] == [4, 4, 4, 4, 3, 3, 2, 2]
+    assert np.concatenate(micro).tolist() == list(range(26))
+    assert pipeline.micro_batches(batches, 1) is batches

@@ -130,6 +130,30 @@ def test_mirrored_two_cpu_devices_matches_one_device(tiny_run, tiny_bert, tmp_pa
         assert math.isclose(a["validation"]["loss"], b["validation"]["loss"], rel_tol=1e-4)
 
 
+def test_gradient_accumulation_equals_the_whole_batch(tiny_run, tiny_bert, tmp_path):
+    """Batches of 16 as 4 micro-batches of 4 (2 rows on each of 2 replicas), dropout off: the
+    same 50 updates as the batches whole on one device, fused AdamW, warmup and clipping
+    included."""
+    accumulated = tmp_path / "accumulated"
+    args = tiny_train_args(
+        tiny_bert,
+        accumulated,
+        "--dropout=0",
+        "--gradient_accumulation_steps=4",
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+    )
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    whole, micro = step_losses(tiny_run), step_losses(accumulated)
+    assert len(micro) == 50  # a row per update, not per micro-batch
+    np.testing.assert_allclose(micro, whole, rtol=1e-5)
+    one, four = _metrics(tiny_run), _metrics(accumulated)
+    for a, b in zip(one["epochs"], four["epochs"], strict=True):
+        assert a["step"] == b["step"]
+        assert math.isclose(a["validation"]["loss"], b["validation"]["loss"], rel_tol=1e-5)
+
+
 def test_embedded_model_for_a_few_steps(tmp_path):
     result = run_cli(
         "bert_keras.train",
