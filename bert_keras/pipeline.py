@@ -27,8 +27,7 @@ from bert_keras import data
 
 BUCKET_BATCHES = 50
 INPUTS = ("token_ids", "segment_ids", "padding_mask")  # BERT's; a family names its own
-# Batches made ahead of the model: the generator holds the GIL only while it pads one.
-PREFETCH_BATCHES = 8
+CHUNK_BATCHES = 64  # batches read from Arrow in one go
 
 
 def pad_multiple(jit_compile: bool) -> int:
@@ -53,50 +52,77 @@ def lengths(split) -> np.ndarray:
 
 
 def padded_width(longest, max_len: int, multiple: int = 1):
-    """A batch's width: its longest row rounded up to `multiple`, at most max_len."""
+    """A batch's width: its longest row rounded up to `multiple`, at most max_len (a tf or a
+    numpy integer)."""
+    ops = tf.math if isinstance(longest, tf.Tensor) else np
     rounded = -(-longest // multiple) * multiple
-    return min(rounded, max(longest, max_len))
+    return ops.minimum(rounded, ops.maximum(longest, max_len))
 
 
-def _padded(column, mask: np.ndarray) -> np.ndarray:
-    """An Arrow list column -> [rows, width] int32, zeros after each row's end (`mask`)."""
-    dense = np.zeros(mask.shape, np.int32)
-    dense[mask] = pc.list_flatten(column).to_numpy()
-    return dense
+def _dense(columns: dict, labels, max_len: int, multiple: int, inputs: tuple):
+    """The model's `inputs` (names) from one batch's ragged columns, padded to its width."""
+    token_ids = columns["token_ids"]
+    longest = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
+    width = padded_width(longest, max_len, multiple)
 
+    def pad(ragged):
+        dense = ragged.to_tensor(0)
+        return tf.pad(dense, [[0, 0], [0, width - tf.shape(dense)[1]]])
 
-def _batch(table, max_len: int, multiple: int, inputs: tuple) -> dict:
-    """The model's `inputs` (names) of an Arrow table's rows, padded to the batch's width."""
-    token_ids = table.column("input_ids").combine_chunks()
-    row_lengths = pc.list_value_length(token_ids).to_numpy()
-    width = padded_width(int(row_lengths.max()), max_len, multiple)
-    mask = np.arange(width) < row_lengths[:, None]
-    padded = {"token_ids": _padded(token_ids, mask), "padding_mask": mask.astype(np.int32)}
-    if "segment_ids" in inputs:
-        padded["segment_ids"] = (
-            _padded(table.column("token_type_ids").combine_chunks(), mask)
-            if "token_type_ids" in table.column_names
-            else np.zeros_like(padded["token_ids"])  # a tokenizer without segments
-        )
-    return {name: padded[name] for name in inputs}
+    def ragged(name):
+        if name == "padding_mask":
+            return tf.ones_like(token_ids)
+        if name == "segment_ids" and name not in columns:  # one text: segment 0 throughout
+            return tf.zeros_like(token_ids)
+        return columns[name]
+
+    return {name: pad(ragged(name)) for name in inputs}, labels
 
 
 def _dataset(split, batches, max_len: int, multiple: int, inputs: tuple) -> tf.data.Dataset:
     """(inputs, labels) of each batch of row indices in `batches`, read from the split's Arrow
-    table as they are needed: a batch at a time, nothing of the split held in the graph."""
+    table as they are needed, `CHUNK_BATCHES` batches at a time (a Python call each: fewer
+    calls, less contention for the GIL with the training loop); the graph cuts a chunk into its
+    batches and pads each. Nothing of the split is held in the graph."""
     rows = split.with_format("arrow")
+    columns = {"token_ids": "input_ids"}
+    if "token_type_ids" in split.column_names:
+        columns["segment_ids"] = "token_type_ids"
 
     def generate():
-        for indices in batches:
-            table = rows[indices]
-            yield _batch(table, max_len, multiple, inputs), _labels(table)
+        for start in range(0, len(batches), CHUNK_BATCHES):
+            part = batches[start : start + CHUNK_BATCHES]
+            table = rows[np.concatenate(part)]
+            lengths = pc.list_value_length(table.column("input_ids")).to_numpy()
+            values = {
+                name: pc.list_flatten(table.column(column)).to_numpy().astype(np.int32)
+                for name, column in columns.items()
+            }
+            yield values, lengths.astype(np.int64), [len(b) for b in part], _labels(table)
+
+    def batches_of(values, lengths, sizes, labels):
+        per_batch = {
+            name: tf.RaggedTensor.from_row_lengths(
+                tf.RaggedTensor.from_row_lengths(v, lengths), sizes
+            )
+            for name, v in values.items()
+        }
+        labels = tf.RaggedTensor.from_row_lengths(labels, sizes)
+        return tf.data.Dataset.from_tensor_slices((per_batch, labels))
 
     first = _labels(rows[:1])
     signature = (
-        {name: tf.TensorSpec([None, None], tf.int32) for name in inputs},
-        tf.TensorSpec([None] * first.ndim, tf.as_dtype(first.dtype)),
+        {name: tf.TensorSpec([None], tf.int32) for name in columns},
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None, *first.shape[1:]], tf.as_dtype(first.dtype)),
     )
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    ds = ds.flat_map(batches_of).map(
+        lambda c, y: _dense(c, y, max_len, multiple, inputs),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
 
 
@@ -189,7 +215,7 @@ def train_dataset(
     if not remaining:
         return None  # the backup was made at the end of the last step
     ds = _dataset(split, remaining, max_seq_length, multiple, inputs)
-    return ds.prefetch(PREFETCH_BATCHES)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(
@@ -202,7 +228,7 @@ def eval_dataset(
     order = np.argsort(lengths(split), kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     ds = _dataset(split, batches, max_seq_length, multiple, inputs)
-    return ds.prefetch(PREFETCH_BATCHES), _int32(data.labels(split))[order]
+    return ds.prefetch(tf.data.AUTOTUNE), _int32(data.labels(split))[order]
 
 
 def _labels(table) -> np.ndarray:
