@@ -123,6 +123,10 @@ def _dataset(split, batches, max_len: int, multiple: int, inputs: tuple) -> tf.d
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    options = tf.data.Options()
+    # Multi-worker evaluation shards the batches between workers (no files to shard by).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
     return ds.apply(tf.data.experimental.assert_cardinality(len(batches)))
 
 
