@@ -22,6 +22,24 @@ from bert_keras.errors import TrainingError
 from bert_keras.results import History
 
 
+class StepCounter(keras.callbacks.Callback):
+    """The run's global step (optimizer updates done, resumed ones included), counted from the
+    batches `fit` consumed, not read from `optimizer.iterations`: under float16 loss scaling
+    Keras skips the update of a step whose gradients are not finite without advancing
+    `iterations`, and its batch is consumed all the same. `micro`: micro-batches per update
+    (--gradient_accumulation_steps). First in the callbacks: the others read `step`."""
+
+    def __init__(self, step: int, micro: int = 1):
+        super().__init__()
+        self.step, self.micro = step, micro
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = self._epoch_start + (batch + 1) // self.micro
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Keeps the history's seconds spent training (without the validation that follows each
     epoch) current at every step, and the seconds from the process's start (the command) to the
@@ -68,9 +86,9 @@ class F1Callback(keras.callbacks.Callback):
     to the history and puts the figures into Keras' `logs` (`val_micro_f1`, `val_macro_f1`,
     `val_loss`, ..., `val_f1_<label>`) for the callbacks after it (TensorBoard)."""
 
-    def __init__(self, history: History, dataset, y_true, task):
+    def __init__(self, history: History, counter: StepCounter, dataset, y_true, task):
         super().__init__()
-        self.history = history
+        self.history, self.counter = history, counter
         self.dataset, self.y_true, self.task = dataset, y_true, task
 
     def on_epoch_end(self, epoch, logs=None):
@@ -78,8 +96,7 @@ class F1Callback(keras.callbacks.Callback):
         m = metrics.evaluate(self.model, self.dataset, self.y_true, self.task)
         logs.update(validation_logs(m))
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
-        step = int(self.model.optimizer.iterations.numpy())
-        entry = {"epoch": epoch + 1, "step": step, "train": train, "validation": m}
+        entry = {"epoch": epoch + 1, "step": self.counter.step, "train": train, "validation": m}
         self.history.epochs.append(entry)
         shown = metrics.format_metrics(m)
         print(f"\nEpoch {epoch + 1} validation ({m['examples']} examples): {shown}")
@@ -104,13 +121,20 @@ class BestEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         validated(self.history, epoch, "BestEpoch")
-        if self.history.best() is self.history.epochs[-1]:
+        if self.history.best() is self.history.epochs[-1] and all_finite(
+            self.model.trainable_variables
+        ):
             durable.write_file(
                 self.weights, lambda tmp: self.model.save_weights(tmp, overwrite=True)
             )
         durable.write_text(self.csv_path, training_csv(self.history.epochs))
         if stop_early(self.history, self.patience):
             self.model.stop_training = True
+
+
+def all_finite(variables) -> bool:
+    """No NaN or infinity in any of these variables (never saved: a checkpoint must load)."""
+    return all(bool(keras.ops.all(keras.ops.isfinite(v.value))) for v in variables)
 
 
 def stop_early(history: History, patience: int) -> bool:
@@ -142,8 +166,9 @@ class StepLog(keras.callbacks.Callback):
     `batch_sizes[i]` is the size of the batch of global step i + 1 (`pipeline.batches`).
     """
 
-    def __init__(self, path: Path, resume_step: int, batch_sizes: list[int]):
+    def __init__(self, path: Path, counter: StepCounter, batch_sizes: list[int]):
         super().__init__()
+        resume_step, self.counter = counter.step, counter
         kept = []
         if resume_step and path.is_file():
             for row in path.read_text().splitlines()[1:]:
@@ -155,13 +180,13 @@ class StepLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.rows, self.mean = epoch + 1, 0, 0.0
-        self.step = int(self.model.optimizer.iterations.numpy())
+        self.step = self.counter.step
 
     def on_train_batch_end(self, batch, logs=None):
         # Keras reports the epoch's running mean, weighted by batch size (a megabatch's last
         # batch is partial); this step's loss is the change in its weighted sum (the mean of
         # the steps since the last call with --steps_per_execution > 1).
-        step = int(self.model.optimizer.iterations.numpy())
+        step = self.counter.step
         if step == self.step:
             return  # a micro-batch (--gradient_accumulation_steps): the update is to come
         new_rows = sum(self.batch_sizes[self.step : step])
@@ -179,9 +204,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     TerminateOnNaN lets them save the poisoned weights first). The message says what was kept
     and what to do (`advice`)."""
 
-    def __init__(self, history: History, best_weights: Path, advice: str):
+    def __init__(self, history: History, counter: StepCounter, best_weights: Path, advice: str):
         super().__init__()
-        self.history = history
+        self.history, self.counter = history, counter
         self.best_weights, self.advice = best_weights, advice
 
     def on_train_batch_end(self, batch, logs=None):
@@ -194,7 +219,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def _check(self, loss: float, what: str, when: str):
         if math.isfinite(loss):
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = self.counter.step
         b, monitor = self.history.best(), self.history.monitor
         kept = (
             "no epoch had finished, so there is no best checkpoint"
@@ -207,18 +232,21 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 def for_run(history: History, config, run, validation, step_log: StepLog, backup) -> list:
-    """The run's callbacks in their order: the timer; validation (F1Callback) before everything
-    that reads its epoch; the non-finite check before anything saves; the best checkpoint, the
-    step log and the backup; TensorBoard last (it reads the validation figures from `logs`).
-    `validation`: (dataset, labels, label names); `run`: the RunDir this process writes."""
+    """The run's callbacks in their order: the step counter (`step_log.counter`) and the timer;
+    validation (F1Callback) before everything that reads its epoch; the non-finite check before
+    anything saves; the best checkpoint, the step log and the backup; TensorBoard last (it reads
+    the validation figures from `logs`). `validation`: (dataset, labels, label names); `run`:
+    the RunDir this process writes."""
     advice = (
         f"Lower --learning_rate (now {config.learning_rate:g}) or --clip_norm (now "
         f"{config.clip_norm:g}) and start over with --overwrite."
     )
+    counter = step_log.counter
     return [
+        counter,
         EpochTimer(history),
-        F1Callback(history, *validation),
-        StopOnNonFiniteLoss(history, run.best_weights, advice),
+        F1Callback(history, counter, *validation),
+        StopOnNonFiniteLoss(history, counter, run.best_weights, advice),
         BestEpoch(history, run.best_weights, run.training_csv, config.early_stopping_patience),
         step_log,
         backup,

@@ -19,7 +19,7 @@ from bert_keras.errors import UsageError, cause
 from bert_keras.flags import TRAINER
 
 # Flags that may change between a run and its resumption: they do not change what is learned.
-RESUMABLE_CHANGES = frozenset({"backup_every_steps"})
+RESUMABLE_CHANGES = frozenset({"backup_every_steps", "strategy", "num_cpu_devices"})
 # Flags that say what to do with a run directory, not what the run is: not in its run.flags.
 NOT_RECORDED = frozenset({"overwrite"})
 

@@ -20,6 +20,7 @@ are counted (`overlap`), and with --drop_overlap removed from train.
 """
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -130,7 +131,8 @@ def _read(dataset: str, config_name: str) -> tuple[datasets.DatasetDict, list[st
     names = None
     labels_txt = path / "labels.txt"
     if path.is_dir() and labels_txt.is_file():
-        names = [n.strip() for n in labels_txt.read_text().splitlines() if n.strip()] or None
+        text = labels_txt.read_text(encoding="utf-8-sig")  # a byte-order mark is not a name
+        names = [n.strip() for n in text.splitlines() if n.strip()] or None
     return splits, names
 
 
@@ -277,6 +279,14 @@ def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list
         return list(given)
     if strings or type(feature).__name__ == "Json":
         found = _distinct(train, config.label_column)
+        ids = sorted(v for v in found if isinstance(v, int) or str(v).isdigit())
+        if ids and len(ids) < len(found):
+            names = sorted(str(v) for v in found if v not in ids)
+            raise UsageError(
+                f"column `{config.label_column}` mixes label ids ({', '.join(map(str, ids[:3]))}) "
+                f"and names ({', '.join(names[:3])}); give every row a name, or every row an id "
+                f"with --label_names."
+            )
         if all(isinstance(v, str) for v in found) and found:
             return sorted(found)
     raise UsageError(
@@ -523,6 +533,18 @@ def label_array(labels) -> np.ndarray:
     if hasattr(labels.type, "list_size"):
         return labels.flatten().to_numpy().reshape(len(labels), labels.type.list_size)
     return labels.to_numpy()
+
+
+def fingerprint(ds: datasets.Dataset) -> str:
+    """A split's rows as read (texts, labels), in order, hashed: the same for the same rows
+    whatever the files' names, times or format; read a chunk at a time."""
+    digest = hashlib.sha256()
+    for batch in ds.with_format("arrow").iter(batch_size=CHUNK_ROWS):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_table(batch)
+        digest.update(sink.getvalue())
+    return digest.hexdigest()[:16]
 
 
 def _carve(train, task: Task, config: RunConfig, role: str):

@@ -1,15 +1,17 @@
 """The one way bert_keras writes a file or a folder that someone may read meanwhile.
 
-Everything is written under a hidden temporary name beside its destination, then renamed into
-place: a reader (a resumed run, TF Serving watching an export folder, a person opening a report)
-sees the old version or the whole new one, never a part, and a kill leaves at most a hidden
-temporary file that the next run removes.
+Everything is written under a hidden temporary name beside its destination, synced to disk,
+then renamed into place, and the directory that holds it synced: a reader (a resumed run, TF
+Serving watching an export folder, a person opening a report) sees the old version or the whole
+new one, never a part; a kill leaves at most a hidden temporary file that the next run removes,
+and a power loss after a write returned cannot take it back.
 
 >>> write_text(run / "labels.txt", "joy\\nsadness\\n")
 >>> write_folder(run / "reports", lambda tmp: (tmp / "REPORT.md").write_text("..."),
 ...              replacing(run / "reports" / "test"))
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -30,7 +32,9 @@ def write_file(path: Path, write: Callable[[str], object]):
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; these are meant to be shared
+        _sync(Path(tmp))
         os.replace(tmp, path)
+        _sync(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -53,7 +57,11 @@ def write_folder(parent: Path, fill: Callable[[Path], object], place: Callable[[
     try:
         fill(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a server may run as another user
-        return place(tmp)
+        for path in [*tmp.rglob("*"), tmp]:  # files first, then the folders that name them
+            _sync(path)
+        final = place(tmp)
+        _sync(parent)
+        return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -76,12 +84,35 @@ def _place(tmp: Path, path: Path, keep_existing: bool) -> Path:
         os.rename(tmp, path)
     elif keep_existing:
         shutil.rmtree(tmp)
+    elif _exchange(tmp, path):  # no moment without `path`
+        shutil.rmtree(tmp)  # now the old folder
     else:
         old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{HIDDEN}old-"))
         os.rename(path, old / path.name)
         os.rename(tmp, path)
         shutil.rmtree(old)
     return path
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths in one step (Linux' renameat2 RENAME_EXCHANGE); False where the system
+    or the file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0
+
+
+def _sync(path: Path):
+    """Flushes a file's content, or a directory's entries, to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def next_version(base: Path) -> Callable[[Path], Path]:

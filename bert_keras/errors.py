@@ -1,5 +1,6 @@
 """The one exception a user's input can cause, and how every command line reports it."""
 
+import signal
 import sys
 
 from absl import flags
@@ -16,6 +17,19 @@ class UsageError(Exception):
 class TrainingError(Exception):
     """Training cannot go on (the loss went non-finite, a worker was lost): one line that says
     what happened, what was kept and what to do. Exit status 1; the run stays resumable."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT ended the run (`interrupt`): exit status 128 + the signal's number,
+    one line saying where it stopped and how to resume."""
+
+    def __init__(self, signum: int, where: str):
+        super().__init__(signum, where)
+        self.signum, self.where = signum, where
+
+    def __str__(self) -> str:
+        name = signal.Signals(self.signum).name
+        return f"stopped by {name} {self.where}; run the same command to resume."
 
 
 def cause(e: BaseException) -> str:
@@ -36,6 +50,9 @@ def exit_on_usage_error(run, *args):
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -3,9 +3,10 @@
     python -m bert_keras.evaluate --run_dir=runs/emotion [--split=test] [--dataset=...]
     python -m bert_keras.evaluate --export_dir=runs/emotion/export/emotion/1 [--split=validation]
 
-Reports (`report.write`) go to `--report_dir`, by default `<run_dir>/reports/<split>` (for an
-export, the run directory it records; else `./reports/<model name>-<version>-<split>`). The
-trainer writes `<run_dir>/reports/test` itself at the end of a run. `--dataset` evaluates on
+Reports (`report.write`) go to `--report_dir`, by default `<run_dir>/reports/<split>-<data set
+name>` (for an export, the run directory it records; else
+`./reports/<model name>-<version>-<split>`): never over `<run_dir>/reports/test`, which the
+trainer writes itself at the end of a run. `--dataset` evaluates on
 another data set with the same labels (same column flags as the run unless given).
 """
 
@@ -40,7 +41,7 @@ def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | 
     logits = metrics.predict(run.load_classifier(ckpt), ds, y_true)
     results = run.results()
     about = _about(ckpt.name, labeled, split, f"the best checkpoint of {run}", config)
-    folder = report_dir or run.report_dir(split)
+    folder = report_dir or run.report_dir(split, labeled.name)
     epochs, thresholds = (results.epochs, results.thresholds) if results else (None, None)
     report.write(folder, y_true, logits, task, about, epochs, run.steps_csv, thresholds)
     return folder
@@ -63,7 +64,7 @@ def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: P
     )
     run = RunDir(info["training"]["run_dir"])
     folder = report_dir or (
-        run.report_dir(split)
+        run.report_dir(split, labeled.name)
         if run.flags.is_file()
         else Path("reports") / f"{export_dir.parent.name}-{export_dir.name}-{split}"
     )

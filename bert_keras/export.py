@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from bert_keras import durable, logs, report, rundir, tokenize
-from bert_keras.errors import exit_on_usage_error, parse_flags
+from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
 from bert_keras.results import Results
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
@@ -58,6 +58,16 @@ def write(module: TextClassifier, model_base: Path, info: dict) -> Path:
     return durable.write_folder(model_base, fill, durable.next_version(model_base))
 
 
+def _check_tokenizer(results: Results | None, now: str, ckpt):
+    was = results.fingerprints.get("tokenizer", now) if results else now
+    if now != was:
+        raise UsageError(
+            f"the tokenizer of --model={ckpt.source} is not the one the run trained with "
+            f"(fingerprint {now}, was {was}): the export would give the model other ids. Restore "
+            f"the model's tokenizer files."
+        )
+
+
 def from_run(
     run_dir,
     export_base: Path | None = None,
@@ -72,13 +82,15 @@ def from_run(
     """
     run = RunDir(run_dir)
     config, task, ckpt = run.config(), run.task(), run.checkpoint()
-    family = ckpt.family
-    spec = family.tokenizer_spec(tokenize.load_tokenizer(ckpt))
-    tokenizer = family.in_graph_tokenizer(spec, config.max_seq_length)
-    if classifier is None:
-        classifier = run.load_classifier(ckpt)
+    family, hf_tokenizer = ckpt.family, tokenize.load_tokenizer(ckpt)
     if results is None:
         results = run.results()
+    _check_tokenizer(results, tokenize.fingerprint(hf_tokenizer, config.max_seq_length), ckpt)
+    tokenizer = family.in_graph_tokenizer(
+        family.tokenizer_spec(hf_tokenizer), config.max_seq_length
+    )
+    if classifier is None:
+        classifier = run.load_classifier(ckpt)
     thresholds = results and results.thresholds
     module = TextClassifier(
         classifier,

@@ -87,6 +87,10 @@ class Results:
     # the per-label ones), and "test": micro- and macro-F1 at 0.5, global and per-label.
     thresholds: dict | None = None
     overlap: dict[str, int] = dataclasses.field(default_factory=dict)  # "train/test": texts
+    # Steps whose update float16 loss scaling skipped (gradients not finite), in the whole run.
+    skipped_updates: int = 0
+    # sha256 (16 hex) of each split's rows and of the tokenizer (`data`, `tokenize.fingerprint`)
+    fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def task(self) -> Task:

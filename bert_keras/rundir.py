@@ -22,8 +22,12 @@ leaves the old version of each or the new one.
 """
 
 import contextlib
+import fcntl
+import os
 import platform
 import shutil
+import socket
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -68,8 +72,10 @@ class RunDir:
     def __fspath__(self) -> str:  # where a path is taken, a RunDir is its own
         return str(self.path)
 
-    def report_dir(self, split: str) -> Path:
-        return self.path / "reports" / split
+    def report_dir(self, split: str, dataset: str | None = None) -> Path:
+        """The trainer's report of a split; `python -m bert_keras.evaluate`'s, named for the
+        data set too, beside it (never over it)."""
+        return self.path / "reports" / (f"{split}-{dataset}" if dataset else split)
 
     # === Before a run: what it does with this directory ===
 
@@ -105,6 +111,27 @@ class RunDir:
         if finished:
             return DONE
         return RESUME if has_backup else NEW
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds the directory's lock for the block: another trainer given the same
+        --output_dir meanwhile is refused with the holder's pid and host. The lock is a file
+        beside the directory (`.<name>.lock`: the directory may not exist yet, and a fresh start
+        empties it) locked with flock, which the kernel releases when its process dies: a
+        stale lock cannot outlive a crash."""
+        _check_writable(self.path, f"--output_dir={self.path}")
+        lock = self.path.parent / f".{self.path.name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(lock, f"--output_dir={self.path}")
+        try:
+            os.ftruncate(fd, 0)  # a crashed holder's line
+            os.write(
+                fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()}".encode()
+            )
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # before the unlock: a waiter then locks a new file
+            os.close(fd)
 
     def start(self, state: str, config: RunConfig, task: Task):
         """A fresh run directory in place of an unfinished (or, with --overwrite, any) run, or
@@ -170,6 +197,46 @@ class RunDir:
         weights, config = self.best_checkpoint(), self.config()
         ckpt = ckpt or self.checkpoint()
         return model.load_best(weights, ckpt, config.pooling, len(self.label_names()))
+
+
+def _check_writable(path: Path, name: str):
+    """The directory, or the nearest folder above it that exists, can be written to."""
+    found = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{name}: {found} is not writable by this user; choose another --output_dir or fix "
+            f"its permissions."
+        )
+
+
+def check_room(path: Path, needed: int):
+    """Room on the directory's disk for `needed` bytes (a best checkpoint and two backups)."""
+    found = next(p for p in [path, *path.absolute().parents] if p.exists())
+    free = shutil.disk_usage(found).free
+    if free < needed:
+        raise UsageError(
+            f"--output_dir={path}: {free / 2**30:.1f} GiB free on its disk, and the run needs "
+            f"about {needed / 2**30:.1f} GiB (the best checkpoint and two backups); free some "
+            f"space or choose another --output_dir."
+        )
+
+
+def _acquire(lock: Path, name: str) -> int:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            os.close(fd)
+            raise UsageError(
+                f"{name} is in use by another bert_keras run ({holder or 'starting'}); wait for "
+                f"it to end, or choose another --output_dir."
+            ) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                return fd  # locked, and still the file at that path
+        os.close(fd)  # its holder removed it meanwhile: lock the new one
 
 
 def _summary(changes: list[str]) -> str:

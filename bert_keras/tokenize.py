@@ -11,6 +11,7 @@ needs from it, and refuses a tokenizer the graph cannot reproduce, before any tr
 """
 
 import hashlib
+import json
 import os
 
 import datasets
@@ -22,8 +23,9 @@ from bert_keras.errors import UsageError, cause
 # Splits of at least this many rows are tokenized by a process per core (fewer: starting the
 # processes costs more than it saves).
 PARALLEL_ROWS = 200_000
-# What the cached columns hold; a new layout is a new cache entry, never a misread old one.
-LAYOUT = "int32 ids; segments of pairs only"
+# What the cached columns hold (int32 ids; segments of pairs only): a new layout is a new
+# cache entry, never a misread old one.
+LAYOUT_VERSION = 2
 
 
 def load_tokenizer(ckpt: Checkpoint) -> transformers.PreTrainedTokenizerFast:
@@ -59,15 +61,22 @@ def tokenize(
     run with the same data and tokenizer reads the result from the datasets cache. Large splits
     are tokenized by a process per core.
     """
-    key = hashlib.sha256(
-        f"{tokenizer.backend_tokenizer.to_str()}|{max_seq_length}|{LAYOUT}".encode()
-    ).hexdigest()[:16]
+    key = f"{fingerprint(tokenizer, max_seq_length)}-{LAYOUT_VERSION}"
     return datasets.DatasetDict(
         {
             name: _tokenize(split, name, tokenizer, max_seq_length, key)
             for name, split in splits.items()
         }
     )
+
+
+def fingerprint(tokenizer: transformers.PreTrainedTokenizerFast, max_seq_length: int) -> str:
+    """What decides the ids of a text: the tokenizer (all of tokenizer.json but the truncation
+    and padding settings, which calling it changes) and the length."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None), spec.pop("padding", None)
+    text = f"{json.dumps(spec, sort_keys=True)}|{max_seq_length}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _tokenize(split, name: str, tokenizer, max_seq_length: int, key: str) -> datasets.Dataset:

@@ -3,7 +3,8 @@
     python -m bert_keras.train --flagfile=configs/emotion.flags
 
 The flags become a `RunConfig`; then, in order:
-1. check: the devices, and what to do with the run directory (start, resume, or nothing to do);
+1. check: the devices, the run directory's lock, and what to do with the directory (start,
+   resume, or nothing to do); from here SIGTERM and SIGINT back up and stop (`interrupt`);
 2. prepare: data, tokens (cached) and tf.data, every input a user can get wrong tried first;
 3. build: the pretrained backbone with a classification head, compiled;
 4. fit: the run directory is written only now; resume from the last backup, validation F1 after
@@ -12,6 +13,7 @@ The flags become a `RunConfig`; then, in order:
 6. publish: reports, the SavedModel, and metrics.json last (its presence marks the run finished).
 """
 
+import contextlib
 import dataclasses
 import functools
 import resource
@@ -32,6 +34,7 @@ from bert_keras import (
     data,
     distribute,
     export,
+    interrupt,
     logs,
     metrics,
     model,
@@ -43,7 +46,7 @@ from bert_keras import (
 )
 from bert_keras import flags as bert_keras_flags
 from bert_keras.config import RunConfig
-from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
+from bert_keras.errors import Interrupted, UsageError, exit_on_usage_error, parse_flags
 from bert_keras.results import Results, Speed
 from bert_keras.rundir import RunDir
 from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
@@ -62,6 +65,7 @@ class Inputs:
     class_weight: np.ndarray | None  # a weight per label (--class_weight)
     validation: tuple  # (dataset, labels in its order, task)
     test: tuple  # (dataset, labels in its order)
+    fingerprints: dict  # of each split's rows and of the tokenizer: resume checks them
 
     @property
     def task(self) -> Task:
@@ -80,11 +84,19 @@ class Inputs:
 
 
 def run(config: RunConfig) -> Results:
+    """The run, with its directory locked (by the chief: only it writes there) and SIGTERM and
+    SIGINT handled (`interrupt`)."""
     started = time.time()
-    # === 1. Check ===
     devices = (config.strategy, config.num_cpu_devices, config.batch_size)
     strategy = distribute.make_strategy(*devices, config.gradient_accumulation_steps)
     run_dir = RunDir(config.output_path)
+    lock = run_dir.locked() if distribute.is_chief(strategy) else contextlib.nullcontext()
+    with lock, interrupt.Signals().handled() as signals:
+        return run_stages(config, strategy, run_dir, signals, started)
+
+
+def run_stages(config, strategy, run_dir: RunDir, signals, started: float) -> Results:
+    # === 1. Check ===
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
     if state == rundir.DONE:
         return finished_already(run_dir)
@@ -99,7 +111,8 @@ def run(config: RunConfig) -> Results:
     with distribute.work_dir(strategy, run_dir.path) as path:
         work = RunDir(path)
         work.start(state, config, inputs.task)
-        history = fit(config, inputs, classifier, strategy, run_dir, work, state == rundir.RESUME)
+        resuming = state == rundir.RESUME
+        history = fit(config, inputs, classifier, (strategy, signals), run_dir, work, resuming)
         final_weights = model.weights_sha256(classifier)
         if distribute.is_multi_worker(strategy):
             print(
@@ -161,6 +174,10 @@ def prepare(config: RunConfig, replicas: int = 1) -> Inputs:
         ),
         validation=(val_ds, val_labels, task),
         test=(test_ds, test_labels),
+        fingerprints={
+            **{name: data.fingerprint(split) for name, split in labeled.splits.items()},
+            "tokenizer": tokenize.fingerprint(tokenizer, config.max_seq_length),
+        },
     )
 
 
@@ -177,6 +194,8 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
         classifier = make_classifier(
             config, inputs.ckpt, inputs.task, steps.total_steps, positive_weights
         )
+    # float32 weights: the best checkpoint, and two backups with Adam's two moments each.
+    rundir.check_room(config.output_path, classifier.count_params() * 4 * 7)
     rows = {name: split.num_rows for name, split in inputs.tokens.items()}
     print(
         f"Training {inputs.ckpt.name} ({classifier.count_params():,} parameters, "
@@ -213,10 +232,14 @@ def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, posit
     return classifier
 
 
-def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, resuming: bool):
-    """Trains from where the last backup left off (or the start); returns the run's history."""
+def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resuming: bool):
+    """Trains from where the last backup left off (or the start); returns the run's history.
+    `devices`: (strategy, interrupt.Signals)."""
+    strategy, signals = devices
     train, schedule = inputs.tokens["train"], inputs.schedule
-    progress = backup.restore(run_dir.backup, classifier) if resuming else backup.State()
+    fingerprints = inputs.fingerprints
+    progress = backup.restore(run_dir.backup, classifier, fingerprints) if resuming else None
+    progress = progress or backup.State(fingerprints=fingerprints)
     period, step = schedule.position(progress.step)
     history = progress.history
     history.monitor = inputs.task.monitor
@@ -229,10 +252,14 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
         if work.path != run_dir.path and run_dir.best_weights.is_file():
             # Another worker tests the same best checkpoint as the chief: its own copy.
             shutil.copy(run_dir.best_weights, work.best_weights)
-    step_log = callbacks.StepLog(work.steps_csv, progress.step, [len(b) for b in inputs.batches])
-    keep = backup.Backup(work.backup, config.backup_every_steps, history)
     micro = config.gradient_accumulation_steps  # Keras' steps are micro-batches
-    run_callbacks = callbacks.for_run(history, config, work, inputs.validation, step_log, keep)
+    counter = callbacks.StepCounter(progress.step, micro)
+    step_log = callbacks.StepLog(work.steps_csv, counter, [len(b) for b in inputs.batches])
+    keep = backup.Backup(work.backup, config.backup_every_steps, history, counter, fingerprints)
+    run_callbacks = [
+        *callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
+        interrupt.StopOnSignal(signals, keep, micro),
+    ]
 
     def fit_(dataset, steps_per_epoch: int, **epochs):
         classifier.fit(
@@ -260,6 +287,8 @@ def fit(config, inputs, classifier, strategy, run_dir: RunDir, work: RunDir, res
     stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
     with distribute.reporting_lost_workers(strategy, run_dir.backup):
         fit_periods(fit_, train_ds, schedule, progress.step, stop)
+    if signals.received:  # during the last validation: its backup is made
+        raise Interrupted(signals.received, f"after the last epoch, backed up in {work.backup}")
     return history
 
 
@@ -331,7 +360,8 @@ def format_thresholds(thresholds: dict) -> str:
 
 def collect(inputs, classifier, history, test, final_weights, strategy, policy) -> Results:
     train, seconds = inputs.tokens["train"], history.training_seconds
-    batches = inputs.batches[: int(classifier.optimizer.iterations.numpy())]
+    steps = history.epochs[-1]["step"]  # the run's last
+    batches = inputs.batches[:steps]
     row_lengths = pipeline.lengths(train)
     names, counts, weights = inputs.label_names, inputs.train_counts, inputs.class_weight
     return Results(
@@ -356,6 +386,8 @@ def collect(inputs, classifier, history, test, final_weights, strategy, policy) 
             seconds_to_first_step=history.first_step_seconds,
         ),
         resumed_at_steps=history.resumed_at,
+        skipped_updates=steps - int(classifier.optimizer.iterations.numpy()),
+        fingerprints=inputs.fingerprints,
         final_weights_sha256=final_weights,
         versions=rundir.versions(),
     )

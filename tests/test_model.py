@@ -88,7 +88,7 @@ def test_a_backup_from_before_the_cls_only_layer_is_refused_in_one_line(tiny_ber
     compiled(False).save_weights(str(folder / backup.WEIGHTS))
     (folder / backup.STATE).write_text("{}")
     with pytest.raises(UsageError, match=r"older bert_keras.*--overwrite") as error:
-        backup.restore(tmp_path / "backup", compiled(True))
+        backup.restore(tmp_path / "backup", compiled(True), {})
     assert "\n" not in str(error.value)
 
 
