@@ -7,8 +7,8 @@ to its longest one (under XLA rounded up to a multiple of 8: see `pad_multiple`)
 reshuffled every epoch with the run's seed.
 
 Only row indices are planned ahead (`batches`); a batch's tokens are read from the tokenized
-Arrow files (memory-mapped by datasets) when tf.data asks for it, so memory does not grow with
-the data set and no split is held in the graph.
+Arrow files (memory-mapped by datasets) when tf.data asks for it: the tokens are never all in
+memory, and no split is held in the graph.
 
 >>> steps = batches(tokens["train"], batch_size=32, seed=42, total_steps=2000)
 >>> train = train_dataset(tokens["train"], steps, max_seq_length=128)

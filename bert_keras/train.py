@@ -236,26 +236,16 @@ def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resu
     """Trains from where the last backup left off (or the start); returns the run's history.
     `devices`: (strategy, interrupt.Signals)."""
     strategy, signals = devices
-    train, schedule = inputs.tokens["train"], inputs.schedule
-    fingerprints = inputs.fingerprints
-    progress = backup.restore(run_dir.backup, classifier, fingerprints) if resuming else None
-    progress = progress or backup.State(fingerprints=fingerprints)
-    period, step = schedule.position(progress.step)
+    progress = resume(inputs, classifier, run_dir, work) if resuming else None
+    progress = progress or backup.State(fingerprints=inputs.fingerprints)
     history = progress.history
     history.monitor = inputs.task.monitor
-    if resuming:
-        print(
-            f"Resuming from the backup at step {progress.step} (epoch {period + 1}, step {step} "
-            f"of {schedule.length(period)}) in {run_dir.backup}."
-        )
-        history.resumed_at.append(progress.step)
-        if work.path != run_dir.path and run_dir.best_weights.is_file():
-            # Another worker tests the same best checkpoint as the chief: its own copy.
-            shutil.copy(run_dir.best_weights, work.best_weights)
     micro = config.gradient_accumulation_steps  # Keras' steps are micro-batches
     counter = callbacks.StepCounter(progress.step, micro)
     step_log = callbacks.StepLog(work.steps_csv, counter, [len(b) for b in inputs.batches])
-    keep = backup.Backup(work.backup, config.backup_every_steps, history, counter, fingerprints)
+    keep = backup.Backup(
+        work.backup, config.backup_every_steps, history, counter, inputs.fingerprints
+    )
     run_callbacks = [
         *callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
         interrupt.StopOnSignal(signals, keep, micro),
@@ -272,24 +262,49 @@ def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resu
             **epochs,
         )
 
+    stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
+    with distribute.reporting_lost_workers(strategy, run_dir.backup):
+        train_ds = train_datasets(config, inputs, strategy)
+        fit_periods(fit_, train_ds, inputs.schedule, progress.step, stop)
+    if signals.received:  # during the last validation: its backup is made
+        raise Interrupted(signals.received, f"after the last epoch, backed up in {work.backup}")
+    return history
+
+
+def resume(inputs: Inputs, classifier, run_dir: RunDir, work: RunDir) -> backup.State | None:
+    """The newest backup loaded into the classifier (None if there is none), said in the log."""
+    progress = backup.restore(run_dir.backup, classifier, inputs.fingerprints)
+    if progress is None:
+        return None
+    period, step = inputs.schedule.position(progress.step)
+    print(
+        f"Resuming from the backup at step {progress.step} (epoch {period + 1}, step {step} "
+        f"of {inputs.schedule.length(period)}) in {run_dir.backup}."
+    )
+    progress.history.resumed_at.append(progress.step)
+    if work.path != run_dir.path and run_dir.best_weights.is_file():
+        # Another worker tests the same best checkpoint as the chief: its own copy.
+        shutil.copy(run_dir.best_weights, work.best_weights)
+    return progress
+
+
+def train_datasets(config: RunConfig, inputs: Inputs, strategy):
+    """`(start, stop) -> the training batches of those steps`, as this worker reads them."""
     make = functools.partial(
         pipeline.train_dataset,
-        train,
+        inputs.tokens["train"],
         max_seq_length=config.max_seq_length,
         multiple=pipeline.pad_multiple(config.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
 
-    def train_ds(start: int, stop: int):
-        steps = pipeline.micro_batches(inputs.batches[start:stop], micro)
+    def dataset(start: int, stop: int):
+        steps = pipeline.micro_batches(
+            inputs.batches[start:stop], config.gradient_accumulation_steps
+        )
         return distribute.per_replica(strategy, make, steps)
 
-    stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
-    with distribute.reporting_lost_workers(strategy, run_dir.backup):
-        fit_periods(fit_, train_ds, schedule, progress.step, stop)
-    if signals.received:  # during the last validation: its backup is made
-        raise Interrupted(signals.received, f"after the last epoch, backed up in {work.backup}")
-    return history
+    return dataset
 
 
 def fit_periods(fit_, dataset, schedule: pipeline.Schedule, step: int, stop):
