@@ -121,6 +121,7 @@ class RunDir:
         stale lock cannot outlive a crash."""
         _check_writable(self.path, f"--output_dir={self.path}")
         lock = self.path.parent / f".{self.path.name}.lock"
+        made = [p for p in [lock.parent, *lock.parent.parents] if not p.exists()]
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(lock, f"--output_dir={self.path}")
         try:
@@ -132,6 +133,9 @@ class RunDir:
         finally:
             lock.unlink(missing_ok=True)  # before the unlock: a waiter then locks a new file
             os.close(fd)
+            for folder in made:  # made for the lock alone (bad input): not left behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def start(self, state: str, config: RunConfig, task: Task):
         """A fresh run directory in place of an unfinished (or, with --overwrite, any) run, or

@@ -5,6 +5,7 @@ import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_cli
@@ -109,6 +110,7 @@ def test_the_start_is_quiet_unless_asked():
     verbose = run_cli("bert_keras.train", *args, BERT_KERAS_VERBOSE="1")
     assert verbose.returncode == 2
     assert len(verbose.stderr.splitlines()) > 1 and "absl::InitializeLog" in verbose.stderr
+    assert not Path("/nonexistent").exists()  # nothing left behind, not even the lock's folder
 
 
 def test_metrics_json_reads_back_as_results(tiny_run):
