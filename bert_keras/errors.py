@@ -19,9 +19,10 @@ class TrainingError(Exception):
     what happened, what was kept and what to do. Exit status 1; the run stays resumable."""
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """SIGTERM or SIGINT ended the run (`interrupt`): exit status 128 + the signal's number,
-    one line saying where it stopped and how to resume."""
+    one line saying where it stopped and how to resume. Not an Exception, as KeyboardInterrupt
+    is not: code that turns a library's errors into a UsageError must let it through."""
 
     def __init__(self, signum: int, where: str):
         super().__init__(signum, where)

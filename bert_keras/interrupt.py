@@ -44,7 +44,7 @@ class Signals:
             os._exit(128 + signum)  # the second signal: at once
         self.received = signum
         if not self.training:
-            raise Interrupted(signum, "before training could back up")
+            raise Interrupted(signum, "outside a training step (from the last backup, if any)")
 
 
 class StopOnSignal(keras.callbacks.Callback):

@@ -91,7 +91,7 @@ def run(config: RunConfig) -> Results:
     strategy = distribute.make_strategy(*devices, config.gradient_accumulation_steps)
     run_dir = RunDir(config.output_path)
     lock = run_dir.locked() if distribute.is_chief(strategy) else contextlib.nullcontext()
-    with lock, interrupt.Signals().handled() as signals:
+    with interrupt.Signals().handled() as signals, lock:
         return run_stages(config, strategy, run_dir, signals, started)
 
 

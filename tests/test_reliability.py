@@ -260,3 +260,22 @@ def test_csv_labels_mixing_ids_and_names_are_refused(tmp_path):
         (folder / f"{split}.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(UsageError, match=r"mixes label ids \(0, 1\) and names \(joy\)"):
         data.load(str(folder))
+
+
+def test_sigterm_before_training_exits_143_in_one_line(tiny_bert, tmp_path):
+    run = tmp_path / "run"
+    proc = start_python(
+        "-m", "bert_keras.train", *tiny_train_args(tiny_bert, run), log=tmp_path / "first"
+    )
+    try:
+        _wait_for_file(run.parent / ".run.lock", [proc])  # the handlers are in place
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    finally:
+        reap(proc)
+    last = (tmp_path / "first.err").read_text().strip().splitlines()[-1]
+    assert last == (
+        "stopped by SIGTERM outside a training step (from the last backup, if any); run the same "
+        "command to resume."
+    )
+    assert not (run.parent / ".run.lock").exists()
