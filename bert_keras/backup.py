@@ -148,8 +148,8 @@ class Backup(keras.callbacks.Callback):
         # Keras calls back every k steps.
         step, seen = self._step(), self._seen
         self._seen = step
-        if batch + 1 == self.params.get("steps"):
-            return  # an epoch's last step: backed up at its end, with its validation
+        if callbacks.ends_epoch(self, batch):
+            return  # backed up at the epoch's end, with its validation
         if self.every and step // self.every > seen // self.every and _finite(logs):
             self._save(step)
 

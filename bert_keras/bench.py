@@ -391,8 +391,13 @@ def _train_args(folder: Path, run: Path) -> list[str]:
         "--max_steps=20",
         "--eval_every_steps=20",
         f"--output_dir={run}",
-        *(TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present),
+        *_trainer_flags(),
     ]
+
+
+def _trainer_flags() -> list[str]:
+    """The trainer's flags given on this command line, for a child process."""
+    return [TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present]
 
 
 def _child(args: list, env: dict, module: str = "bert_keras.bench") -> dict | None:
@@ -440,7 +445,7 @@ def run_row(row: str) -> dict:
             f"--row={row}",
             f"--examples={FLAGS.examples}",
             f"--slow_examples={FLAGS.slow_examples}",
-            *(TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present),
+            *_trainer_flags(),
         ],
         capture_output=True,
         text=True,

@@ -132,6 +132,12 @@ class BestEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def ends_epoch(callback: keras.callbacks.Callback, batch: int) -> bool:
+    """Batch `batch` (Keras' index in the epoch) is the epoch's last: what is done at a step is
+    then left to the epoch's end, after its validation."""
+    return batch + 1 == callback.params.get("steps")
+
+
 def all_finite(variables) -> bool:
     """No NaN or infinity in any of these variables (never saved: a checkpoint must load)."""
     return all(bool(keras.ops.all(keras.ops.isfinite(v.value))) for v in variables)

@@ -311,7 +311,7 @@ def _is_list(arrow_type) -> bool:
     return (
         pa.types.is_list(arrow_type)
         or pa.types.is_large_list(arrow_type)
-        or (pa.types.is_fixed_size_list(arrow_type))
+        or pa.types.is_fixed_size_list(arrow_type)
     )
 
 
@@ -372,7 +372,7 @@ def _ids(values, rows, split: str, index: dict) -> np.ndarray:
     """Label ids of label ids or names (Arrow); the first that is not a label is refused with
     its row (`rows[i]`: the row of value i, where values are lists' items)."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    if _is_text(values.type):
         ids = pc.index_in(values, value_set=pa.array(list(index), values.type))
     elif pa.types.is_integer(values.type):
         known = pc.and_(pc.greater_equal(values, 0), pc.less(values, len(index)))
@@ -386,13 +386,22 @@ def _ids(values, rows, split: str, index: dict) -> np.ndarray:
     return ids.to_numpy().astype(np.int64)
 
 
+def _numbers(column, booleans: bool = False) -> np.ndarray:
+    """A column as float64, NaN for nulls; all NaN for a column that is not numbers (nor, unless
+    `booleans`, true/false)."""
+    kind = column.type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if numeric or (booleans and pa.types.is_boolean(kind)):
+        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    return np.full(len(column), np.nan)
+
+
+def _is_text(arrow_type) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
 def _scores(column, split: str) -> np.ndarray:
-    numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-    scores = (
-        pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        if numeric
-        else np.full(len(column), np.nan)
-    )
+    scores = _numbers(column)
     bad = ~np.isfinite(scores)
     if bad.any():
         row = int(bad.argmax())
@@ -417,7 +426,7 @@ def _values(ds: datasets.Dataset, column: str) -> list:
 
 def _check_texts(texts: pa.ChunkedArray, split: str, column: str):
     """Every row's text is a string with something in it (read a chunk at a time)."""
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+    if not _is_text(texts.type):
         _refuse_text(texts, 0, split, column)  # not text at all
     start = 0
     for chunk in texts.chunks:
@@ -442,15 +451,7 @@ def _rows_of_columns(ds, split: str, columns: tuple) -> tuple[np.ndarray, np.nda
     hot = []
     for column in columns:
         values = ds.data.table.column(column)
-        kind = values.type
-        numeric = (
-            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-        )
-        found = (
-            pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-            if numeric
-            else np.full(len(values), np.nan)
-        )
+        found = _numbers(values, booleans=True)
         bad = ~np.isin(found, (0.0, 1.0))
         if bad.any():
             row = int(bad.argmax())

@@ -16,6 +16,7 @@ import threading
 
 import keras
 
+from bert_keras import callbacks
 from bert_keras.errors import Interrupted
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
@@ -66,8 +67,8 @@ class StopOnSignal(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.signals.received is None or (batch + 1) % self.micro:
             return
-        if batch + 1 == self.params.get("steps"):
-            return  # an epoch's last step: its validation and backup come first
+        if callbacks.ends_epoch(self, batch):
+            return  # its validation and backup come first (on_epoch_end)
         self.signals.training = False
         step = self.keep.save_now(logs)
         raise Interrupted(self.signals.received, f"at step {step}, backed up in {self.keep.folder}")

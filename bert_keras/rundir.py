@@ -203,9 +203,14 @@ class RunDir:
         return model.load_best(weights, ckpt, config.pooling, len(self.label_names()))
 
 
+def _existing(path: Path) -> Path:
+    """The path, or the nearest folder above it that exists."""
+    return next(p for p in [path, *path.absolute().parents] if p.exists())
+
+
 def _check_writable(path: Path, name: str):
     """The directory, or the nearest folder above it that exists, can be written to."""
-    found = next(p for p in [path, *path.absolute().parents] if p.exists())
+    found = _existing(path)
     if not os.access(found, os.W_OK | os.X_OK):
         raise UsageError(
             f"{name}: {found} is not writable by this user; choose another --output_dir or fix "
@@ -215,8 +220,7 @@ def _check_writable(path: Path, name: str):
 
 def check_room(path: Path, needed: int):
     """Room on the directory's disk for `needed` bytes (a best checkpoint and two backups)."""
-    found = next(p for p in [path, *path.absolute().parents] if p.exists())
-    free = shutil.disk_usage(found).free
+    free = shutil.disk_usage(_existing(path)).free
     if free < needed:
         raise UsageError(
             f"--output_dir={path}: {free / 2**30:.1f} GiB free on its disk, and the run needs "

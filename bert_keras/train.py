@@ -315,14 +315,14 @@ def fit_periods(fit_, dataset, schedule: pipeline.Schedule, step: int, stop):
     full = schedule.total_steps // schedule.period  # periods of full length
     while step < schedule.total_steps and not stop():
         period, into = schedule.position(step)
-        if into or period >= full:
+        if into or period >= full:  # one period, or what is left of it
             n = schedule.length(period) - into
-            ds = dataset(step, step + n)
-            fit_(ds, initial_epoch=period, epochs=period + 1, steps_per_epoch=n)
-        else:
+            epochs, per_epoch = period + 1, n
+        else:  # the full periods from here
             n = (full - period) * schedule.period
-            ds = dataset(step, step + n)
-            fit_(ds, initial_epoch=period, epochs=full, steps_per_epoch=schedule.period)
+            epochs, per_epoch = full, schedule.period
+        ds = dataset(step, step + n)
+        fit_(ds, initial_epoch=period, epochs=epochs, steps_per_epoch=per_epoch)
         step += n
 
 

@@ -181,18 +181,42 @@ def reap(*procs: subprocess.Popen):
         proc.wait()
 
 
+def wait_until(found, procs, what: str, timeout: float = 300):
+    """Polls `found()` until it returns something true, and returns that. Fails if one of the
+    processes ends first, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := found():
+            return result
+        ended = [p.returncode for p in procs if p.poll() is not None]
+        assert not ended, f"training ended (status {ended}) before {what}"
+        time.sleep(0.005)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
 def wait_for_backup(run_dir: Path, step: int, procs, timeout: float = 300) -> int:
     """Waits until run_dir/backup holds a backup of at least `step` steps; returns its step.
     Fails if a process ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def newest():
         found = [int(p.name.removeprefix("step-")) for p in (run_dir / "backup").glob("step-*")]
-        if found and max(found) >= step:
-            return max(found)
-        ended = [p.returncode for p in procs if p.poll() is not None]
-        assert not ended, f"training ended (status {ended}) before a backup of step {step}"
-        time.sleep(0.005)
-    raise AssertionError(f"no backup of step {step} within {timeout} s")
+        return max(found) if found and max(found) >= step else None
+
+    return wait_until(newest, procs, f"a backup of step {step}", timeout)
+
+
+def kill_9_at_backup(args: list[str], run_dir: Path, step: int, log: Path) -> int:
+    """Starts `python -m bert_keras.train <args>` and kill -9s it (no handler, no cleanup) once
+    run_dir holds a backup of at least `step` steps; returns that backup's step."""
+    proc = start_python("-m", "bert_keras.train", *args, log=log)
+    try:
+        found = wait_for_backup(run_dir, step, [proc])
+        proc.kill()
+        proc.wait()
+    finally:
+        reap(proc)
+    assert proc.returncode == -9
+    return found
 
 
 def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]:

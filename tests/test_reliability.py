@@ -11,23 +11,19 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import reap, run_cli, start_python, tiny_train_args, wait_for_backup
+from conftest import (
+    kill_9_at_backup,
+    reap,
+    run_cli,
+    start_python,
+    tiny_train_args,
+    wait_for_backup,
+    wait_until,
+)
 from test_train import step_losses
 
 from bert_keras import backup, callbacks, data, durable, results, rundir
 from bert_keras.errors import UsageError
-
-
-def _wait_for_file(path, procs, timeout=300):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return
-        assert all(p.poll() is None for p in procs), "training ended first"
-        time.sleep(0.01)
-    raise AssertionError(f"no {path} within {timeout} s")
 
 
 def test_a_second_trainer_on_the_same_directory_is_refused(tiny_run, tiny_bert, tmp_path):
@@ -35,7 +31,8 @@ def test_a_second_trainer_on_the_same_directory_is_refused(tiny_run, tiny_bert, 
     args = tiny_train_args(tiny_bert, run, "--dropout=0")
     first = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
     try:
-        _wait_for_file(run / "logs" / "steps.csv", [first])  # the first one is training
+        steps_csv = run / "logs" / "steps.csv"
+        wait_until(steps_csv.exists, [first], "steps.csv")  # the first one is training
         second = run_cli("bert_keras.train", *args)
         assert second.returncode == 2
         last = second.stderr.strip().splitlines()[-1]
@@ -175,13 +172,7 @@ def test_a_run_resumes_under_another_strategy(tiny_bert, tmp_path):
     --strategy resume it."""
     run = tmp_path / "run"
     args = tiny_train_args(tiny_bert, run, "--backup_every_steps=4")
-    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
-    try:
-        step = wait_for_backup(run, 8, [proc])
-        proc.kill()
-        proc.wait()
-    finally:
-        reap(proc)
+    step = kill_9_at_backup(args, run, 8, tmp_path / "first")
     result = run_cli("bert_keras.train", *args, "--strategy=mirrored", "--num_cpu_devices=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming from the backup at step" in result.stdout and step >= 8
@@ -194,13 +185,7 @@ def test_float16_skipped_updates_neither_repeat_nor_skip_batches_on_resume(tiny_
     the batch after its backup's, and writes each step and epoch once."""
     run = tmp_path / "run"
     args = tiny_train_args(tiny_bert, run, "--mixed_precision=float16", "--backup_every_steps=4")
-    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
-    try:
-        step = wait_for_backup(run, 28, [proc])
-        proc.kill()
-        proc.wait()
-    finally:
-        reap(proc)
+    step = kill_9_at_backup(args, run, 28, tmp_path / "first")
     result = run_cli("bert_keras.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming from the backup at step {step} " in result.stdout
@@ -219,13 +204,7 @@ def test_resume_on_changed_data_and_export_with_another_tokenizer_are_refused(
         *tiny_train_args(tiny_bert, run, "--backup_every_steps=4"),
         f"--dataset={small_emotion}",
     ]
-    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
-    try:
-        wait_for_backup(run, 4, [proc])
-        proc.kill()
-        proc.wait()
-    finally:
-        reap(proc)
+    kill_9_at_backup(args, run, 4, tmp_path / "first")
     train = small_emotion / "train.jsonl"
     rows = train.read_text().splitlines()
     rows[3] = rows[3].replace('"text": "', '"text": "changed: ')  # one text
@@ -268,7 +247,8 @@ def test_sigterm_before_training_exits_143_in_one_line(tiny_bert, tmp_path):
         "-m", "bert_keras.train", *tiny_train_args(tiny_bert, run), log=tmp_path / "first"
     )
     try:
-        _wait_for_file(run.parent / ".run.lock", [proc])  # the handlers are in place
+        lock = run.parent / ".run.lock"
+        wait_until(lock.exists, [proc], "the lock")  # the handlers are in place
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 143
     finally:

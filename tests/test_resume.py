@@ -6,7 +6,7 @@ import re
 
 import h5py
 import numpy as np
-from conftest import reap, run_cli, start_python, tiny_train_args, wait_for_backup
+from conftest import kill_9_at_backup, run_cli, tiny_train_args
 from test_train import step_losses
 
 
@@ -19,14 +19,7 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes(tiny_bert, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "killed"
     args = [*tiny_train_args(tiny_bert, run, "--backup_every_steps=4"), subset]
-    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
-    try:
-        wait_for_backup(run, 28, [proc])  # epoch 2 is steps 26-50
-        proc.kill()  # SIGKILL: no handler, no cleanup
-        proc.wait()
-    finally:
-        reap(proc)
-    assert proc.returncode == -9
+    kill_9_at_backup(args, run, 28, tmp_path / "first")  # epoch 2 is steps 26-50
     assert not (run / "metrics.json").exists()
     # The newest backup is whole. Two are kept, and a third is left when the kill came after a
     # new one was in place and before the oldest was removed.
@@ -81,13 +74,7 @@ def test_steps_instead_of_epochs_resume_mid_period(tiny_bert, tmp_path):
     )
     run = tmp_path / "killed"
     args = tiny_train_args(tiny_bert, run, *steps, "--backup_every_steps=2")
-    proc = start_python("-m", "bert_keras.train", *args, log=tmp_path / "first")
-    try:
-        wait_for_backup(run, 14, [proc])
-        proc.kill()
-        proc.wait()
-    finally:
-        reap(proc)
+    kill_9_at_backup(args, run, 14, tmp_path / "first")
     step = max(int(p.name[5:]) for p in (run / "backup").glob("step-*"))
     result = run_cli("bert_keras.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
