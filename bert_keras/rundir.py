@@ -112,6 +112,16 @@ class RunDir:
             return DONE
         return RESUME if has_backup else NEW
 
+    def same_revision(self, config: RunConfig) -> RunConfig:
+        """A hub id without a revision means, to the run this directory holds, the commit the
+        run started with (its run.flags records it): a resume or a rerun reads the same files."""
+        if config.overwrite or not self.flags.is_file() or not config.model.startswith("hf://"):
+            return config
+        recorded = self.config().model
+        if recorded.startswith(f"{config.model}@"):
+            return config.replace(model=recorded)
+        return config
+
     @contextlib.contextmanager
     def locked(self):
         """Holds the directory's lock for the block: another trainer given the same

@@ -30,10 +30,8 @@ LAYOUT_VERSION = 2
 
 def load_tokenizer(ckpt: Checkpoint) -> transformers.PreTrainedTokenizerFast:
     try:
-        if ckpt.is_local or ckpt.source.startswith("hf://"):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                ckpt.source.removeprefix("hf://")
-            )
+        if ckpt.is_local:  # a hub checkpoint too: its files are in the Hugging Face cache
+            tokenizer = transformers.AutoTokenizer.from_pretrained(ckpt.source)
         else:  # a keras-hub preset: its vocab, in a Hugging Face fast tokenizer
             tokenizer = ckpt.family.hub_tokenizer(ckpt.source)
     except Exception as e:  # offline, unknown id or preset, broken files: all end the same way

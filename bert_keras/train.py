@@ -97,6 +97,7 @@ def run(config: RunConfig) -> Results:
 
 def run_stages(config, strategy, run_dir: RunDir, signals, started: float) -> Results:
     # === 1. Check ===
+    config = run_dir.same_revision(config)
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
     if state == rundir.DONE:
         return finished_already(run_dir)
@@ -104,6 +105,7 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started: float) -> Re
         print(f"{run_dir} holds an unfinished run without a backup; starting it over.")
     # === 2. Prepare, 3. build ===
     inputs = prepare(config, strategy.num_replicas_in_sync)
+    config = config.replace(model=inputs.ckpt.pinned)  # run.flags records a hub id's commit
     policy = distribute.dtype_policy(config.mixed_precision)
     classifier = build(config, inputs, strategy, policy)
     # === 4. Fit, 5. test: only the chief writes the run directory; other workers write a

@@ -1,6 +1,7 @@
 """Each bad input ends the run before training with one line naming the problem and the fix,
 and leaves no run directory behind."""
 
+import json
 import shutil
 
 import pytest
@@ -109,6 +110,26 @@ def test_embedded_model_checksum_wrong(tmp_path):
     checkpoint.verify_sha256(checkpoint.embedded_folder(), checkpoint.EMBEDDED_SHA256)
 
 
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json"])
+def test_embedded_tokenizer_and_config_are_checked(tmp_path, name):
+    """Their values: config.json reformatted (as the second embedded package ships it) passes;
+    one value changed does not."""
+    folder = tmp_path / "embedded"
+    shutil.copytree(checkpoint.embedded_folder(), folder)
+    spec = json.loads((folder / name).read_text())
+    (folder / name).write_text(json.dumps(spec, indent=4))
+    if name == "config.json":
+        checkpoint.verify_sha256(folder, checkpoint.EMBEDDED_SHA256)
+    else:
+        with pytest.raises(UsageError, match="tokenizer.json: sha256 .* is not the expected"):
+            checkpoint.verify_sha256(folder, checkpoint.EMBEDDED_SHA256)
+    key = "hidden_act" if name == "config.json" else "normalizer"
+    spec[key] = "relu" if name == "config.json" else None
+    (folder / name).write_text(json.dumps(spec))
+    with pytest.raises(UsageError, match=f"{name}: sha256 .* is not the expected"):
+        checkpoint.verify_sha256(folder, checkpoint.EMBEDDED_SHA256)
+
+
 def test_output_dir_not_a_run_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not a bert_keras run directory"):
@@ -173,13 +194,13 @@ def test_hub_dataset_unreachable_cli(tmp_path):
 
 
 def test_hub_model_unreachable_cli(tmp_path):
-    """An hf:// id is read (its config.json: family, position limit) before any work."""
+    """An hf:// id is downloaded (and checked: family, position limit) before any work."""
     output_dir = tmp_path / "run"
     model = "--model=hf://FacebookAI/roberta-base"
     result = run_cli("bert_keras.train", model, f"--output_dir={output_dir}", HF_HUB_OFFLINE="1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert "cannot read the config.json of --model=hf://FacebookAI/roberta-base" in result.stderr
+    assert "cannot download --model=hf://FacebookAI/roberta-base from the" in result.stderr
     assert not output_dir.exists()
 
 

@@ -6,12 +6,15 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from conftest import (
+    REPO,
     kill_9_at_backup,
     reap,
     run_cli,
@@ -241,7 +244,8 @@ def test_csv_labels_mixing_ids_and_names_are_refused(tmp_path):
         data.load(str(folder))
 
 
-def test_sigterm_before_training_exits_143_in_one_line(tiny_bert, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_before_training_exits_in_one_line(tiny_bert, tmp_path, signum):
     run = tmp_path / "run"
     proc = start_python(
         "-m", "bert_keras.train", *tiny_train_args(tiny_bert, run), log=tmp_path / "first"
@@ -249,13 +253,190 @@ def test_sigterm_before_training_exits_143_in_one_line(tiny_bert, tmp_path):
     try:
         lock = run.parent / ".run.lock"
         wait_until(lock.exists, [proc], "the lock")  # the handlers are in place
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 143
+        proc.send_signal(signum)
+        assert proc.wait(timeout=120) == 128 + signum
     finally:
         reap(proc)
     last = (tmp_path / "first.err").read_text().strip().splitlines()[-1]
     assert last == (
-        "stopped by SIGTERM outside a training step (from the last backup, if any); run the same "
-        "command to resume."
+        f"stopped by {signal.Signals(signum).name} outside a training step (from the last backup, "
+        "if any); run the same command to resume."
     )
     assert not (run.parent / ".run.lock").exists()
+
+
+def test_a_second_signal_ends_the_process_at_once(tmp_path):
+    """During a step the first signal is only noted (the step finishes and is backed up); a
+    second one ends the process there, with the second signal's status."""
+    script = (
+        "import os, signal, time\n"
+        "from bert_keras import interrupt\n"
+        "with interrupt.Signals().handled() as signals:\n"
+        "    signals.training = True\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "    print('noted', signals.received, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "    print('not ended', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 143
+    assert result.stdout == f"noted {int(signal.SIGINT)}\n"
+
+
+def test_sigterm_reaches_the_trainer_as_pid_1_of_a_container(tiny_bert, tmp_path):
+    """PID 1 of a PID namespace (a container) ignores a signal it has no handler for."""
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no PID namespaces here (unshare needs root or user namespaces)")
+    run = tmp_path / "run"
+    args = tiny_train_args(tiny_bert, run, "--backup_every_steps=4")
+    proc = subprocess.Popen(
+        [*unshare, sys.executable, "-m", "bert_keras.train", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "err", "w"),  # noqa: SIM115
+    )
+    try:
+        wait_for_backup(run, 4, [proc])
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        status = Path(f"/proc/{children[0]}/status").read_text().splitlines()
+        nspid = next(line for line in status if line.startswith("NSpid:")).split()
+        assert nspid[-1] == "1"  # PID 1 in its namespace
+        os.kill(int(children[0]), signal.SIGTERM)
+        assert proc.wait(timeout=120) == 143
+    finally:
+        reap(proc)
+    last = (tmp_path / "err").read_text().strip().splitlines()[-1]
+    assert last.startswith("stopped by SIGTERM at step ") and "run the same command" in last
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_durable_writes_are_synced_before_and_after_the_rename(tmp_path):
+    """Seen in the system calls: the new file's and folder's content synced before the rename
+    that puts it in place, and the directory that holds it synced after."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from bert_keras import durable\n"
+        "run = Path(sys.argv[1])\n"
+        "durable.write_text(run / 'labels.txt', 'joy\\n')\n"
+        "durable.write_folder(run, lambda tmp: (tmp / 'a.txt').write_text('a'),\n"
+        "                     durable.replacing(run / 'reports'))\n"
+    )
+    trace = tmp_path / "trace"
+    run = tmp_path / "run"
+    run.mkdir()
+    result = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=openat,fsync,rename,renameat,renameat2",
+            sys.executable,
+            "-c",
+            script,
+            str(run),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    calls = _file_calls(trace.read_text(), str(run))
+    labels = [c for c in calls if "labels.txt" in c[1]]
+    rename = next(
+        i for i, c in enumerate(calls) if c[0].startswith("rename") and "labels.txt" in c[1]
+    )
+    assert ("fsync", labels[0][1]) in calls[:rename]  # the temporary file, synced
+    assert ("fsync", str(run)) in calls[rename:]  # then the run directory
+    placed = next(i for i, c in enumerate(calls) if c[0].startswith("rename") and "tmp-" in c[1])
+    synced = [path for call, path in calls[:placed] if call == "fsync"]
+    assert any(p.endswith("a.txt") for p in synced) and any("tmp-" in p for p in synced)
+    assert ("fsync", str(run)) in calls[placed:]
+
+
+def _file_calls(strace: str, under: str) -> list[tuple[str, str]]:
+    """(call, path) of each openat/fsync/rename under `under`, in order; an fsync is named by
+    the path its descriptor was opened on."""
+    opened, calls = {}, []
+    for line in strace.splitlines():
+        pid, _, call = line.partition(" ")
+        call = call.strip()
+        if call.startswith("openat(") and "= " in call and under in call:
+            path = call.split('"')[1]
+            opened[(pid, call.rsplit("= ", 1)[1].split()[0])] = path
+        elif call.startswith("fsync(") and (pid, call[6:].split(")")[0]) in opened:
+            calls.append(("fsync", opened[(pid, call[6:].split(")")[0])]))
+        elif call.startswith("rename") and under in call:
+            calls.append((call.split("(")[0], call.split('"')[1]))
+    return calls
+
+
+def test_the_best_checkpoint_is_never_written_with_non_finite_weights(tmp_path):
+    inputs = keras.Input((4,))
+    m = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    history = results.History()
+    best = callbacks.BestEpoch(history, tmp_path / "best.weights.h5", tmp_path / "t.csv", 0)
+    best.set_model(m)
+    for epoch, f1 in ((1, 0.5), (2, 0.9)):  # the second is better, but its weights are NaN
+        history.epochs.append(
+            {"epoch": epoch, "train": {"loss": 1.0}, "validation": {"loss": 0.5, "micro_f1": f1}}
+        )
+        if epoch == 2:
+            kernel = m.layers[-1].kernel
+            kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+        best.on_epoch_end(epoch - 1)
+        if epoch == 1:
+            saved = [w.copy() for w in m.get_weights()]
+    m.load_weights(tmp_path / "best.weights.h5")
+    for got, want in zip(m.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 3  # both epochs recorded
+
+
+def test_a_hub_model_is_pinned_to_the_commit_the_run_started_with(tiny_bert, tmp_path):
+    """A run of `hf://owner/name` records the commit it read; after the hub moves on (here: a
+    new commit whose tokenizer swaps two words), its rerun and re-export read the same files.
+    The hub is a Hugging Face cache, read offline."""
+    hub = tmp_path / "hub"
+    repo = hub / "models--bert-keras-tests--tiny"
+    first, second = "a" * 40, "b" * 40
+    shutil.copytree(tiny_bert, repo / "snapshots" / first)
+    shutil.copytree(tiny_bert, repo / "snapshots" / second)
+    tokenizer = json.loads((tiny_bert / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["feel"], vocab["sad"] = vocab["sad"], vocab["feel"]
+    (repo / "snapshots" / second / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(first)
+    env = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    run = tmp_path / "run"
+    args = tiny_train_args("hf://bert-keras-tests/tiny", run, "--max_steps=4")
+    result = run_cli("bert_keras.train", *args, **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--model=hf://bert-keras-tests/tiny@{first}\n" in (run / "run.flags").read_text()
+
+    (repo / "refs" / "main").write_text(second)
+    result = run_cli("bert_keras.train", *args, **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds a finished run of these flags" in result.stdout
+    result = run_cli("bert_keras.export", f"--run_dir={run}", **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run / "export" / "emotion").iterdir()) == ["1", "2"]
+    # The newest commit, asked for by name, is another tokenizer: refused for this run.
+    args[0] = f"--model=hf://bert-keras-tests/tiny@{second}"
+    result = run_cli("bert_keras.train", *args, **env)
+    assert result.returncode == 2 and f"was hf://bert-keras-tests/tiny@{first}" in result.stderr

@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import run_cli
+from sklearn.metrics import confusion_matrix
+from test_train import best_predictions
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -35,6 +38,25 @@ def test_trainer_writes_reports_of_the_test_split(tiny_run):
         assert f"]({picture})" in report
     assert "| `--learning_rate` | `0.001` |" in report  # the hyperparameters
     assert report.count("\n| 1 | ") == 1 and report.count("\n| 2 | ") == 1  # one row an epoch
+
+
+def test_the_per_class_table_agrees_with_a_confusion_matrix_made_here(learned_run):
+    """Recall, support and "most often mistaken for" against scikit-learn's confusion matrix
+    of the best checkpoint's predictions, made by this test (a borderline text or two may
+    differ: the run batches and pads the test split its own way)."""
+    labels, predicted = best_predictions(learned_run, "test")
+    cm = confusion_matrix(labels, predicted, labels=range(len(LABELS)))
+    report = (learned_run / "reports" / "test" / "REPORT.md").read_text().splitlines()
+    start = report.index("| label | precision | recall | F1 | support | most often mistaken for |")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report[start + 2 :]]
+    assert [row[0] for row in rows[: len(LABELS)]] == LABELS
+    for i, (name, _, recall, _, support, confused) in enumerate(rows[: len(LABELS)]):
+        assert int(support) == cm[i].sum(), name
+        assert float(recall) == pytest.approx(cm[i, i] / cm[i].sum(), abs=2e-3), name
+        errors = np.delete(cm[i], i)
+        other, count = confused.removesuffix(")").split(" (")
+        assert abs(int(count) - errors.max()) <= 2, (name, confused, cm[i])
+        assert cm[i, LABELS.index(other)] >= errors.max() - 2, (name, confused, cm[i])
 
 
 def test_model_card_in_the_export(tiny_run):

@@ -3,10 +3,20 @@ goes non-finite stops the run with the best checkpoint kept."""
 
 import json
 import re
+import shutil
 
 import h5py
 import numpy as np
-from conftest import kill_9_at_backup, run_cli, tiny_train_args
+import transformers
+from conftest import (
+    emotion_rows,
+    kill_9_at_backup,
+    run_cli,
+    tiny_train_args,
+    write_split_files,
+)
+from safetensors.numpy import load_file, save_file
+from test_tasks import score_rows
 from test_train import step_losses
 
 
@@ -57,7 +67,14 @@ def test_kill_9_mid_epoch_then_the_same_command_resumes(tiny_bert, tmp_path):
     assert [e["validation"]["micro_f1"] for e in resumed["epochs"]] == [
         e["validation"]["micro_f1"] for e in uninterrupted["epochs"]
     ]
-    assert abs(resumed["test"]["micro_f1"] - uninterrupted["test"]["micro_f1"]) <= 0.005
+    assert resumed["best_epoch"] == uninterrupted["best_epoch"]
+    for name in ("micro_f1", "macro_f1"):
+        assert abs(resumed["test"][name] - uninterrupted["test"][name]) <= 0.005, name
+    best = ("checkpoints", "best.weights.h5")
+    for got, want in zip(
+        _float_arrays(run.joinpath(*best)), _float_arrays(whole.joinpath(*best)), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
     assert not (run / "backup").exists()  # finished: the backup is gone
     assert (run / "export" / "emotion" / "1" / "saved_model.pb").is_file()
 
@@ -87,6 +104,28 @@ def test_steps_instead_of_epochs_resume_mid_period(tiny_bert, tmp_path):
     assert [int(line.split(",")[0]) for line in lines] == list(range(1, 31))
     np.testing.assert_allclose(step_losses(run), step_losses(whole), rtol=1e-4)
     assert resumed["test"]["micro_f1"] == uninterrupted["test"]["micro_f1"]
+
+
+def test_early_stopping_counts_epochs_without_improvement_across_a_resume(tiny_bert, tmp_path):
+    """A learning rate too small to change a prediction: epoch 1 stays the best (the earliest
+    of equals), and patience 2 ends the 8-epoch run after epoch 3, although it was killed in
+    epoch 2 and resumed (the count is the run's, not the process')."""
+    run = tmp_path / "run"
+    args = [
+        *tiny_train_args(tiny_bert, run, "--dropout=0", "--backup_every_steps=2"),
+        "--max_train_examples=256",  # 16 steps an epoch
+        "--epochs=8",
+        "--learning_rate=1e-12",
+        "--early_stopping_patience=2",
+    ]
+    kill_9_at_backup(args, run, 20, tmp_path / "first")  # epoch 2 is steps 17-32
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from the backup at step " in result.stdout
+    m = json.loads((run / "metrics.json").read_text())
+    assert len(m["resumed_at_steps"]) == 1 and 16 < m["resumed_at_steps"][0] < 32
+    assert [e["epoch"] for e in m["epochs"]] == [1, 2, 3] and m["best_epoch"] == 1
+    assert len({e["validation"]["micro_f1"] for e in m["epochs"]}) == 1
 
 
 def test_non_finite_loss_stops_with_the_best_checkpoint_kept(tiny_bert, tmp_path):
@@ -120,6 +159,48 @@ def test_non_finite_loss_stops_with_the_best_checkpoint_kept(tiny_bert, tmp_path
         assert all(np.isfinite(a).all() for a in _float_arrays(path)), path
     steps = (run / "logs" / "steps.csv").read_text().splitlines()[1:]
     assert int(steps[-1].split(",")[0]) <= bad_step
+
+
+def test_a_training_loss_beyond_float32_stops_at_its_step(tiny_bert, tmp_path):
+    """One score of 3e38 (finite, but its square overflows float32) among the training rows:
+    the training loss of the step that holds it is inf."""
+    rows = {"train": score_rows(64, 0), "validation": score_rows(32, 1), "test": score_rows(32, 2)}
+    rows["train"][5]["score"] = 3e38
+    folder = write_split_files(tmp_path / "scores", rows)
+    run = tmp_path / "run"
+    extra = (f"--dataset={folder}", "--label_column=score", "--max_eval_examples=0")
+    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, run, *extra))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    # 4 steps an epoch: the row is in one of the first 4.
+    assert re.match(r"error: the training loss became inf at step [1-4]; no epoch had", last), last
+    assert not (run / "metrics.json").exists()
+
+
+def test_a_validation_loss_that_is_nan_stops_after_the_epoch(tiny_bert, tmp_path, small_emotion):
+    """The embeddings of a word only the validation rows hold are NaN: training never reads
+    them (its loss stays finite), the first validation gives a NaN loss."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert, model)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    seen = {i for r in emotion_rows("train", 60) for i in tokenizer(r["text"])["input_ids"]}
+    word = tokenizer("xylophone", add_special_tokens=False)["input_ids"]
+    assert not seen & set(word)
+    weights = load_file(model / "model.safetensors")
+    weights["embeddings.word_embeddings.weight"][word] = np.nan
+    save_file(weights, model / "model.safetensors")
+    validation = small_emotion / "validation.jsonl"
+    rows = validation.read_text().splitlines()
+    rows[0] = rows[0].replace('"text": "', '"text": "xylophone ')
+    validation.write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = tiny_train_args(model, run, f"--dataset={small_emotion}", "--max_eval_examples=0")
+    result = run_cli("bert_keras.train", *args)  # 60 rows: 4 steps an epoch
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the validation loss became nan after step 4; no epoch"), last
+    steps = (run / "logs" / "steps.csv").read_text().splitlines()[1:]
+    assert len(steps) == 4 and all(np.isfinite(float(s.split(",")[2])) for s in steps)
 
 
 def _float_arrays(h5_path) -> list:

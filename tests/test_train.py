@@ -5,11 +5,15 @@ import math
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import run_cli, tiny_train_args
+import transformers
+from conftest import emotion_rows, run_cli, tiny_train_args
+from sklearn.metrics import f1_score
 
 from bert_keras import checkpoint, model, tokenize
+from bert_keras.rundir import RunDir
 
 METRIC_KEYS = {"accuracy", "micro_f1", "macro_f1", "per_class_f1", "loss", "examples"}
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -35,8 +39,6 @@ def test_run_directory_is_complete(tiny_run):
     assert test["examples"] == 2000  # the whole test split, the last partial batch included
     assert list(test["per_class_f1"]) == LABELS
     assert abs(test["micro_f1"] - test["accuracy"]) < 1e-9  # single-label: they agree
-    # 1e-3 for 50 steps on 400 rows learns the majority classes at least.
-    assert test["accuracy"] > 0.3
     speed = m["speed"]
     assert speed["training_seconds"] > 0 and speed["training_examples_per_second"] > 0
     assert speed["real_tokens_per_second"] > speed["training_examples_per_second"]
@@ -52,10 +54,50 @@ def test_run_directory_is_complete(tiny_run):
     assert m["export"] == str(export)
 
 
-def test_best_checkpoint_is_the_best_epoch(tiny_run):
-    m = _metrics(tiny_run)
-    best = max(m["epochs"], key=lambda e: e["validation"]["micro_f1"])
-    assert m["best_epoch"] == best["epoch"]
+def test_a_run_learns_beyond_the_majority_class(learned_run):
+    """Mean pooling, end to end: test accuracy well above always answering the commonest
+    label (joy: 695 of the 2,000 test rows)."""
+    labels = [r["label"] for r in emotion_rows("test", 2000)]
+    majority = max(np.bincount(labels)) / len(labels)
+    m = _metrics(learned_run)
+    assert "--pooling=mean\n" in (learned_run / "run.flags").read_text()
+    assert m["test"]["examples"] == 2000
+    assert m["test"]["accuracy"] > majority + 0.1, (m["test"]["accuracy"], majority)
+
+
+def best_predictions(run, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's labels, and the predictions of the run's best.weights.h5 on it, computed here:
+    the Hugging Face tokenizer, padded in numpy, the weights file in a fresh classifier."""
+    run_dir = RunDir(run)
+    classifier = run_dir.load_classifier()
+    rows = emotion_rows(split, 2000)
+    config = run_dir.config()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(config.model)
+    encoded = tokenizer(
+        [r["text"] for r in rows],
+        truncation=True,
+        max_length=config.max_seq_length,
+        padding=True,
+        return_tensors="np",
+    )
+    inputs = {
+        "token_ids": encoded["input_ids"],
+        "segment_ids": encoded["token_type_ids"],
+        "padding_mask": encoded["attention_mask"],
+    }
+    logits = classifier.predict(inputs, batch_size=500, verbose=0)
+    return np.array([r["label"] for r in rows]), logits.argmax(-1)
+
+
+def test_best_checkpoint_is_the_best_epoch(learned_run):
+    """The weights file itself gives the best epoch's validation figure, and no other epoch's
+    was higher."""
+    m = _metrics(learned_run)
+    scores = [e["validation"]["micro_f1"] for e in m["epochs"]]
+    assert len(set(scores)) > 1  # the epochs differ: picking one means something
+    assert m["best_epoch"] == 1 + scores.index(max(scores))
+    labels, predicted = best_predictions(learned_run, "validation")
+    assert f1_score(labels, predicted, average="micro") == pytest.approx(max(scores), abs=2e-3)
 
 
 def _tree(folder):

@@ -40,7 +40,7 @@ class Family:
         raise NotImplementedError
 
     def load_backbone(self, source: str, dropout: float):
-        """The keras-hub backbone from a Hugging Face folder, `hf://` id or keras-hub preset."""
+        """The keras-hub backbone from a Hugging Face folder or a keras-hub preset."""
         raise NotImplementedError
 
     def hub_tokenizer(self, source: str):

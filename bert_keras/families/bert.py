@@ -33,8 +33,8 @@ class Bert(Family):
             )
 
     def load_backbone(self, source: str, dropout: float):
-        """keras-hub converts a Hugging Face folder (or `hf://` id) itself, offline for
-        folders."""
+        """keras-hub converts a Hugging Face folder (a hub id's too: `checkpoint` downloads it)
+        itself."""
         backbone_class = getattr(keras_hub.models, self.backbone_class)
         try:
             return backbone_class.from_preset(source, dropout=dropout)
