@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import flags
 
-from bert_keras.errors import UsageError, cause
+from bert_keras.errors import UsageError, cause, no_arguments
 from bert_keras.flags import TRAINER
 
 # Flags that may change between a run and its resumption: they do not change what is learned.
@@ -99,8 +99,7 @@ class RunConfig:
             raise UsageError(
                 f"bad flags ({cause(e)}); see python -m bert_keras.train --help."
             ) from None
-        if len(rest) > 1:
-            raise UsageError(f"unexpected arguments {rest[1:]}; flags take the form --name=value")
+        no_arguments(rest)
         return cls.from_flags(values)
 
     def flagfile(self) -> str:

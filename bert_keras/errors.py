@@ -56,6 +56,13 @@ def exit_on_usage_error(run, *args):
         sys.exit(128 + e.signum)
 
 
+def no_arguments(argv: list[str]):
+    """The flags are the whole command line (`argv[0]` is the program): anything else is bad
+    input."""
+    if len(argv) > 1:
+        raise UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run(main, flags_parser=parse_flags)`: a flag that does not
     exist or a value out of range is bad input like any other, `error: <message>` and exit 2

@@ -18,7 +18,7 @@ from absl import app, flags
 from bert_keras import logs
 from bert_keras.config import RunConfig
 from bert_keras.data import SPLITS
-from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
+from bert_keras.errors import UsageError, exit_on_usage_error, no_arguments, parse_flags
 from bert_keras.rundir import RunDir
 from bert_keras.task import Task
 
@@ -122,8 +122,7 @@ def define_flags():
 
 def main(argv):
     logs.quiet_libraries()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    exit_on_usage_error(no_arguments, argv)
     f = flags.FLAGS
 
     def run():

@@ -29,7 +29,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from bert_keras import durable, logs, report, rundir, tokenize
-from bert_keras.errors import UsageError, exit_on_usage_error, parse_flags
+from bert_keras.errors import UsageError, exit_on_usage_error, no_arguments, parse_flags
 from bert_keras.results import Results
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
@@ -174,8 +174,7 @@ def define_flags():
 
 def main(argv):
     logs.quiet_libraries()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    exit_on_usage_error(no_arguments, argv)
     f = flags.FLAGS
     path = exit_on_usage_error(
         from_run,

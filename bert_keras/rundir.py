@@ -84,8 +84,6 @@ class RunDir:
         DONE (its finished run of the same flags: nothing to do), decided before any work.
         Refuses a directory this run must not write into."""
         name = f"--output_dir={self.path}"
-        if self.path.is_file():
-            raise UsageError(f"{name} is a file; give a directory.")
         if not self.path.is_dir() or not any(self.path.iterdir()):
             return NEW
         if not self.flags.is_file():
@@ -221,6 +219,8 @@ def _existing(path: Path) -> Path:
 def _check_writable(path: Path, name: str):
     """The directory, or the nearest folder above it that exists, can be written to."""
     found = _existing(path)
+    if found.is_file():
+        raise UsageError(f"{name}: {found} is a file; give a directory.")
     if not os.access(found, os.W_OK | os.X_OK):
         raise UsageError(
             f"{name}: {found} is not writable by this user; choose another --output_dir or fix "

@@ -46,7 +46,13 @@ from bert_keras import (
 )
 from bert_keras import flags as bert_keras_flags
 from bert_keras.config import RunConfig
-from bert_keras.errors import Interrupted, UsageError, exit_on_usage_error, parse_flags
+from bert_keras.errors import (
+    Interrupted,
+    UsageError,
+    exit_on_usage_error,
+    no_arguments,
+    parse_flags,
+)
 from bert_keras.results import Results, Speed
 from bert_keras.rundir import RunDir
 from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
@@ -470,8 +476,7 @@ flags.adopt_module_key_flags(bert_keras_flags)  # `--help` lists them, not only 
 
 def main(argv):
     logs.quiet_libraries()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags take the form --name=value")
+    exit_on_usage_error(no_arguments, argv)
     exit_on_usage_error(lambda: run(RunConfig.from_flags(flags.FLAGS)))
 
 

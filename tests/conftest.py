@@ -124,6 +124,23 @@ HARD_STRINGS = [
 ]
 
 
+def hugging_face_inputs(model: Path | str, texts: list, max_seq_length: int) -> dict:
+    """A BERT's inputs for `texts` from the model's Hugging Face tokenizer (the training
+    tokenizer), padded in numpy: the reference the exports and checkpoints are checked on."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+    encoded = tokenizer(
+        texts, truncation=True, max_length=max_seq_length, padding=True, return_tensors="np"
+    )
+    names = {
+        "token_ids": "input_ids",
+        "segment_ids": "token_type_ids",
+        "padding_mask": "attention_mask",
+    }
+    return {ours: encoded[theirs].astype(np.int32) for ours, theirs in names.items()}
+
+
 def emotion_texts(split: str | None = None) -> list[str]:
     """The texts of one emotion split, or of all three (20,000)."""
     texts = []

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import run_cli, write_split_files
+from conftest import run_cli, tiny_train_args, write_split_files
+from sklearn.utils.class_weight import compute_class_weight
 
 from bert_keras import checkpoint, data, tokenize
 from bert_keras.families import for_model_type
@@ -81,6 +82,33 @@ def test_string_labels_other_columns_no_validation_class_weights(
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["text"] for r in rows] == ["so furious and shouting", "quiet"]
     assert all(set(r["probabilities"]) == {"angry", "busy", "calm"} for r in rows)
+
+
+def test_balanced_class_weights_reach_the_training_loss(tiny_bert, tmp_path):
+    """One text for every row, so the model gives every row the same probabilities (read from
+    the export: a learning rate of 0 leaves the weights as they start), and the first step, a
+    batch of all 16 rows, has the loss scikit-learn's balanced weights make of them."""
+    labels = ["sadness"] * 10 + ["joy"] * 4 + ["love"] * 2
+    rows = [{"text": "i feel something today", "label": name} for name in labels]
+    folder = write_split_files(tmp_path / "data", {s: rows for s in data.SPLITS})
+    run = tmp_path / "run"
+    result = run_cli(
+        "bert_keras.train",
+        f"--dataset={folder}",
+        "--class_weight=balanced",
+        *tiny_train_args(tiny_bert, run, "--learning_rate=0", "--dropout=0", "--epochs=1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = (run / "labels.txt").read_text().split()
+    y = np.array([names.index(name) for name in labels])
+    weights = compute_class_weight("balanced", classes=np.arange(len(names)), y=y)
+    [export_dir] = (run / "export").glob("*/1")
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    probabilities = serve(text=tf.constant([rows[0]["text"]]))["probabilities"].numpy()[0]
+    cross_entropy = -np.log(probabilities[y])
+    step_1 = float((run / "logs" / "steps.csv").read_text().splitlines()[1].split(",")[2])
+    assert step_1 == pytest.approx(np.mean(weights[y] * cross_entropy), abs=2e-4)
+    assert abs(step_1 - np.mean(cross_entropy)) > 0.01  # the unweighted loss is another
 
 
 def test_label_names_flag_names_integer_labels(tmp_path):

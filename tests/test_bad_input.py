@@ -228,3 +228,39 @@ def test_fewer_rows_than_a_batch_needs(run_train, tiny_bert):
         "--gradient_accumulation_steps=4",
     )
     assert message.startswith("the 3 train rows are fewer than the 4 each batch needs")
+
+
+def test_output_dir_that_is_a_file(run_train, tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(UsageError, match=r"--output_dir=(.*/run): \1 is a file; give a directory"):
+        train.run(RunConfig.parse([f"--output_dir={tmp_path / 'run'}"]))
+    under = tmp_path / "run" / "sub"  # a folder under a file
+    with pytest.raises(UsageError, match=r"--output_dir=.*/run/sub: .*/run is a file; give a"):
+        train.run(RunConfig.parse([f"--output_dir={under}"]))
+    assert (tmp_path / "run").read_text() == "mine"
+
+
+def test_a_label_without_training_rows_under_balanced_weights(run_train, tmp_path):
+    rows = [{"text": f"text {i}", "label": i % 2} for i in range(8)]
+    write_split_files(tmp_path / "data", {s: rows for s in ("train", "validation", "test")})
+    (tmp_path / "data" / "labels.txt").write_text("neg\npos\nneutral\n")
+    message = run_train(f"--dataset={tmp_path / 'data'}", "--class_weight=balanced")
+    assert "--class_weight=balanced: label id(s) 2 have no training rows" in message
+
+
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["--strategy=multi_worker"], {"TF_CONFIG": "{not json"}, "TF_CONFIG is not a worker"),
+        (["runs/x"], {}, "unexpected arguments ['runs/x']; flags take the form --name=value"),
+    ],
+    ids=["malformed_tf_config", "extra_positional_argument"],
+)
+def test_cli_usage_errors_are_one_line(tmp_path, args, env, expected):
+    output_dir = tmp_path / "run"
+    result = run_cli("bert_keras.train", f"--output_dir={output_dir}", *args, **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], lines[-3:]
+    assert not [line for line in lines if line.startswith("Traceback")]
+    assert not output_dir.exists()

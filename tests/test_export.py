@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import REPO, run_cli
+from conftest import REPO, hugging_face_inputs, run_cli
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -89,6 +89,28 @@ def test_signatures(export_dir):
     ]
     by_ids = loaded.signatures["serve_token_ids"]
     assert set(by_ids.structured_input_signature[1]) == {"token_ids", "segment_ids", "padding_mask"}
+    for name, spec in by_ids.structured_input_signature[1].items():
+        assert (spec.dtype, spec.shape.as_list()) == (tf.int32, [None, None]), name
+    text = serve.structured_input_signature[1]["text"]
+    assert (text.dtype, text.shape.as_list()) == (tf.string, [None])
+    for signature in (serve, by_ids):
+        outputs = {k: (v.dtype, v.shape.as_list()) for k, v in signature.structured_outputs.items()}
+        assert outputs == {
+            "probabilities": (tf.float32, [None, 6]),
+            "label_id": (tf.int32, [None]),
+            "label": (tf.string, [None]),
+        }
+
+
+def test_serve_token_ids_answers_hugging_face_ids_as_serving_default_answers_text(
+    export_dir, tiny_bert
+):
+    texts = [*data.load("emotion").splits["test"]["text"][:62], "", "Café déjà vu 😀"]
+    loaded = tf.saved_model.load(str(export_dir))
+    by_text = loaded.signatures["serving_default"](text=tf.constant(texts))
+    by_ids = loaded.signatures["serve_token_ids"](**hugging_face_inputs(tiny_bert, texts, 64))
+    np.testing.assert_allclose(by_ids["probabilities"], by_text["probabilities"], atol=1e-5)
+    np.testing.assert_array_equal(by_ids["label"], by_text["label"])
 
 
 def test_export_matches_in_process_model_on_test_split(tiny_run, tiny_bert, export_dir, tmp_path):
@@ -170,7 +192,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_export_cli_writes_the_next_version_and_keeps_the_old(tiny_run, tmp_path):
+def test_export_cli_writes_the_next_version_and_keeps_the_old(tiny_run, tiny_bert, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     first = run / "export" / "emotion" / "1" / "saved_model.pb"
@@ -188,12 +210,11 @@ def test_export_cli_writes_the_next_version_and_keeps_the_old(tiny_run, tmp_path
     assert info["training"]["best_epoch"] == metrics["best_epoch"]
     assert info["label_names"] == metrics["label_names"]
     assert info["max_seq_length"] == 64
-    assert (
-        info["vocab_sha256"]
-        == hashlib.sha256(
-            (run / "export" / "emotion" / "2" / "assets" / "vocab.txt").read_text()[:-1].encode()
-        ).hexdigest()
-    )
+    # The training tokenizer's vocabulary: the model folder's vocab.txt, one token a line.
+    training_vocab = (tiny_bert / "vocab.txt").read_text().splitlines()
+    assert info["vocab_sha256"] == hashlib.sha256("\n".join(training_vocab).encode()).hexdigest()
+    exported = (run / "export" / "emotion" / "2" / "assets" / "vocab.txt").read_text()
+    assert exported.splitlines() == training_vocab
     assert info["versions"]["training"] == metrics["versions"]
     assert info["versions"]["export"]["tensorflow"] == tf.__version__
 
@@ -247,7 +268,7 @@ def test_warmup_requests_replay_through_their_signatures(export_dir):
     path = export_dir / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
     assert len(records) == 3
-    signatures = []
+    signatures, sizes = [], []
     for record in records:
         request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
         assert request.model_spec.name == "emotion"
@@ -256,7 +277,9 @@ def test_warmup_requests_replay_through_their_signatures(export_dir):
         out = loaded.signatures[request.model_spec.signature_name](**inputs)
         rows = next(iter(inputs.values())).shape[0]
         assert out["probabilities"].shape == (rows, 6)
+        sizes.append(rows)
     assert signatures == ["serving_default", "serving_default", "serve_token_ids"]
+    assert sizes == [1, 8, 8]  # one text, a batch, a batch of ids
 
 
 def test_docs_saved_model_cli_command_runs(export_dir):

@@ -98,6 +98,21 @@ def test_mean_pooling_keeps_the_full_encoder(tiny_bert):
     assert not any(isinstance(layer, ClsOnlyEncoderLayer) for layer in classifier.layers)
 
 
+def test_mean_pooling_averages_the_real_tokens_only(tiny_bert):
+    """The pooled vector is numpy's mean over the unpadded positions of the encoder's output,
+    and a row's logits do not change when more padding follows it."""
+    backbone = model.load_backbone(checkpoint.resolve(str(tiny_bert), 64), 0.0)
+    classifier = model.build_classifier(BERT, backbone, 6, "mean", 0.0)
+    pooled = keras.Model(classifier.inputs, classifier.get_layer("mean_pooling").output)
+    batch = _batch(backbone.vocabulary_size)
+    sequence = np.asarray(backbone(batch)["sequence_output"])
+    mask = batch["padding_mask"].astype(bool)
+    want = np.stack([sequence[i][mask[i]].mean(axis=0) for i in range(len(mask))])
+    np.testing.assert_allclose(np.asarray(pooled(batch)), want, rtol=1e-5, atol=1e-6)
+    longer = {k: np.pad(v, ((0, 0), (0, 20))) for k, v in batch.items()}  # 20 more pads
+    np.testing.assert_allclose(classifier(longer), classifier(batch), rtol=1e-4, atol=1e-5)
+
+
 def _train(optimizer_class) -> list:
     """Three epochs of a tiny model with an embedding whose batches repeat token ids."""
     keras.utils.set_random_seed(0)
@@ -130,6 +145,37 @@ def test_fused_adamw_equals_keras_adamw():
     for got, want, before in zip(fused, reference, start, strict=True):
         assert np.abs(want - before).max() > 1e-3  # trained
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def _train_dense(optimizer) -> list:
+    """Three epochs of a model without embeddings (Dense, LayerNorm, Dense)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = keras.layers.LayerNormalization()(keras.layers.Dense(8, activation="gelu")(inputs))
+    m = keras.Model(inputs, keras.layers.Dense(3)(x))
+    optimizer.exclude_from_weight_decay(var_names=optimization.NO_DECAY)
+    m.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    features = np.random.default_rng(1).normal(size=(64, 6)).astype("float32") * 10
+    m.fit(features, np.arange(64) % 3, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    return [w.numpy() for w in m.weights]
+
+
+def test_adamw_equals_stock_keras_adamw_with_global_clipping():
+    """The project's AdamW (its clipping after the sum, its fused kernel) against Keras' own
+    AdamW with `global_clipnorm`, on one device where the two clip the same gradient."""
+    settings = dict(weight_decay=0.01, epsilon=1e-6)
+
+    def ours(clip_norm):
+        schedule = optimization.WarmupLinearDecay(1e-2, 12, 2)
+        return optimization.AdamW(clip_norm=clip_norm, learning_rate=schedule, **settings)
+
+    schedule = optimization.WarmupLinearDecay(1e-2, 12, 2)
+    stock = keras.optimizers.AdamW(global_clipnorm=0.1, learning_rate=schedule, **settings)
+    got, want = _train_dense(ours(0.1)), _train_dense(stock)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    unclipped = _train_dense(ours(1e6))  # the clip was at work
+    assert max(np.abs(a - b).max() for a, b in zip(got, unclipped, strict=True)) > 1e-3
 
 
 def test_embedding_gradients_are_summed_per_token():

@@ -1,12 +1,17 @@
 """`python -m bert_keras.predict`: texts in, one JSON line per text out; bad input, one line."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
 
+import numpy as np
 import pytest
-from conftest import run_cli
-
-from bert_keras.predict import Predictor
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
+from conftest import REPO, emotion_rows, reap, run_cli
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
@@ -25,16 +30,70 @@ def test_texts_as_arguments(export_dir):
     result = run_cli("bert_keras.predict", f"--export_dir={export_dir.parent}", *texts)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = _rows(result.stdout)
-    want = Predictor(export_dir)(texts)
+    want = _signature(export_dir, texts)  # the SavedModel called directly, not the CLI's class
     assert [r["text"] for r in rows] == texts
-    for row, expected in zip(rows, want, strict=True):
+    for i, row in enumerate(rows):
         assert set(row) == {"text", "label", "label_id", "probabilities"}
         assert list(row["probabilities"]) == LABELS
-        assert row["label"] == LABELS[row["label_id"]] == expected["label"]
+        assert row["label"] == LABELS[row["label_id"]] == want["label"][i].decode()
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
-        for name in LABELS:
-            assert abs(row["probabilities"][name] - expected["probabilities"][name]) < 1e-5
+        got = [row["probabilities"][name] for name in LABELS]
+        np.testing.assert_allclose(got, want["probabilities"][i], atol=1e-6)
+
+
+def _signature(export_dir, texts) -> dict:
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in serve(text=tf.constant(texts)).items()}
+
+
+def test_the_newest_version_answers(tiny_run, learned_run, tmp_path):
+    """A run directory, or its model folder, with versions 1 and 2 (another model): the CLI
+    answers with version 2."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("backup", "logs", "reports"))
+    versions = run / "export" / "emotion"
+    shutil.copytree(learned_run / "export" / "emotion" / "1", versions / "2")
+    texts = [r["text"] for r in emotion_rows("test", 40)]
+    want = _signature(versions / "2", texts)["probabilities"]
+    older = _signature(versions / "1", texts)["probabilities"]
+    assert np.abs(want - older).max() > 0.05  # the two versions answer differently
+    for given in (run, versions):
+        result = run_cli("bert_keras.predict", f"--export_dir={given}", *texts)
+        assert result.returncode == 0, result.stderr[-3000:]
+        got = [[r["probabilities"][name] for name in LABELS] for r in _rows(result.stdout)]
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_standard_input_is_answered_a_batch_at_a_time(export_dir):
+    """The first batch's answers arrive while standard input is still open (a pipe from a
+    producer that has not finished): the input is streamed, not read whole first."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bert_keras.predict", f"--export_dir={export_dir}"]
+        + ["--input_file=-", "--batch_size=4"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    timer = threading.Timer(180, proc.kill)  # a CLI that waits for the end of input: killed
+    timer.start()
+    try:
+        proc.stdin.write("i feel great\n" * 4)
+        proc.stdin.flush()
+        first = [json.loads(proc.stdout.readline()) for _ in range(4)]
+        assert proc.poll() is None  # answered, still reading
+        proc.stdin.write("this is awful\n")
+        proc.stdin.close()
+        rest = proc.stdout.read().splitlines()
+        assert proc.wait() == 0
+    finally:
+        timer.cancel()
+        reap(proc)
+    assert [r["text"] for r in first] == ["i feel great"] * 4
+    assert [json.loads(line)["text"] for line in rest] == ["this is awful"]
 
 
 def test_input_file_streams_every_line_in_batches(export_dir, tmp_path):

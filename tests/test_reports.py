@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run_cli
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, f1_score
 from test_train import best_predictions
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -46,6 +46,10 @@ def test_the_per_class_table_agrees_with_a_confusion_matrix_made_here(learned_ru
     differ: the run batches and pads the test split its own way)."""
     labels, predicted = best_predictions(learned_run, "test")
     cm = confusion_matrix(labels, predicted, labels=range(len(LABELS)))
+    m = json.loads((learned_run / "metrics.json").read_text())
+    for average in ("micro", "macro"):
+        f1 = f1_score(labels, predicted, average=average)
+        assert m["test"][f"{average}_f1"] == pytest.approx(f1, abs=2e-3), average
     report = (learned_run / "reports" / "test" / "REPORT.md").read_text().splitlines()
     start = report.index("| label | precision | recall | F1 | support | most often mistaken for |")
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in report[start + 2 :]]

@@ -214,3 +214,31 @@ def _float_arrays(h5_path) -> list:
         f.visititems(visit)
     assert arrays
     return arrays
+
+
+def test_overwrite_starts_over_and_earlier_exports_survive_it_and_a_resume(
+    tiny_run, tiny_bert, tmp_path
+):
+    """A finished run trained again with --overwrite (and other flags): killed, then resumed
+    with the flags alone. It ends as a run of the new flags; the old run's export stays as
+    version 1, the new one is version 2."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    old_export = _files(run / "export" / "emotion" / "1")
+    args = tiny_train_args(tiny_bert, run, "--max_steps=30", "--backup_every_steps=4")
+    kill_9_at_backup([*args, "--overwrite"], run, 8, tmp_path / "first")
+    assert not (run / "metrics.json").exists()  # the finished run's results are gone
+    assert "--max_steps=30\n" in (run / "run.flags").read_text()
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming from the backup at step " in result.stdout
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epochs"][-1]["step"] == 30 and len(m["resumed_at_steps"]) == 1
+    lines = (run / "logs" / "steps.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in lines] == list(range(1, 31))
+    assert m["export"] == str(run / "export" / "emotion" / "2")
+    assert _files(run / "export" / "emotion" / "1") == old_export
+
+
+def _files(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

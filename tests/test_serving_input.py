@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
+from conftest import hugging_face_inputs
 
 from bert_keras import data
 
@@ -62,11 +63,17 @@ def test_control_characters_are_deleted_as_the_training_tokenizer_does(serve):
     np.testing.assert_allclose(dirty, clean, atol=1e-6)
 
 
-def test_invalid_utf8_is_answered_not_a_crash(serve):
+def test_invalid_utf8_is_replaced_then_dropped_as_hugging_face_does(serve, tiny_run, tiny_bert):
+    """The answer to invalid bytes is the answer to the Hugging Face tokenizer's ids of the text
+    decoded with U+FFFD in their place (which that tokenizer drops)."""
     bad = [b"i feel \xff\xfe great", b"\xc3\x28", b"\xed\xa0\x80 surrogate", b"\x80" * 1000]
-    _answer(serve, bad)
-    # The model still serves valid requests afterwards.
-    _answer(serve, ["i feel great"])
+    got = _answer(serve, bad)
+    replaced = [b.decode("utf-8", errors="replace") for b in bad]
+    by_ids = tf.saved_model.load(str(tiny_run / "export" / "emotion" / "1"))
+    inputs = hugging_face_inputs(tiny_bert, replaced, 64)
+    want = by_ids.signatures["serve_token_ids"](**inputs)["probabilities"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got[0], _answer(serve, ["i feel great"])[0], atol=1e-6)
 
 
 def test_a_batch_of_zero_gives_empty_outputs(serve):

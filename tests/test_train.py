@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-import transformers
-from conftest import emotion_rows, run_cli, tiny_train_args
+from conftest import emotion_rows, hugging_face_inputs, run_cli, tiny_train_args
 from sklearn.metrics import f1_score
 
 from bert_keras import checkpoint, model, tokenize
@@ -69,23 +68,11 @@ def best_predictions(run, split: str) -> tuple[np.ndarray, np.ndarray]:
     """A split's labels, and the predictions of the run's best.weights.h5 on it, computed here:
     the Hugging Face tokenizer, padded in numpy, the weights file in a fresh classifier."""
     run_dir = RunDir(run)
-    classifier = run_dir.load_classifier()
-    rows = emotion_rows(split, 2000)
     config = run_dir.config()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(config.model)
-    encoded = tokenizer(
-        [r["text"] for r in rows],
-        truncation=True,
-        max_length=config.max_seq_length,
-        padding=True,
-        return_tensors="np",
-    )
-    inputs = {
-        "token_ids": encoded["input_ids"],
-        "segment_ids": encoded["token_type_ids"],
-        "padding_mask": encoded["attention_mask"],
-    }
-    logits = classifier.predict(inputs, batch_size=500, verbose=0)
+    rows = emotion_rows(split, 2000)
+    texts = [r["text"] for r in rows]
+    inputs = hugging_face_inputs(config.model, texts, config.max_seq_length)
+    logits = run_dir.load_classifier().predict(inputs, batch_size=500, verbose=0)
     return np.array([r["label"] for r in rows]), logits.argmax(-1)
 
 
