@@ -1,47 +1,70 @@
-"""Inference speed of an export against transformers' PyTorch pipeline on the same weights.
+"""Inference speed of an export against PyTorch and ONNX Runtime on the same weights.
 
     python benchmarks/serving_speed.py --run_dir=runs/emotion
 
-Not a test: it prints figures. In one process and one run, alternating between the two so
-that the machine's noise hits both alike:
-- latency at batch 1 (p50, p99) over single texts of the emotion test split;
-- throughput at batch 64 over the whole test split (2,000 texts), several rounds.
-
-The SavedModel is the run's newest export (`serving_default`: raw text in, tokenized in the
-graph). The PyTorch side is `transformers.pipeline("text-classification")` with the model's
-fast tokenizer and a `BertForSequenceClassification` holding the run's fine-tuned weights
-(converted from the Keras checkpoint; the predictions of both are compared first). With
-`cls` pooling its pooler is made the identity, so both compute the same function. PyTorch is
-the optional extra `pip install -e ".[bench]"`; without it only the SavedModel is measured.
+Not a test: it prints figures. The engines, all on the run's fine-tuned weights:
+- SavedModel: the run's newest export (`serving_default`: raw text in, tokenized in the graph);
+- PyTorch pipeline: `transformers.pipeline("text-classification")`, the model's fast tokenizer
+  and a `BertForSequenceClassification` holding the weights (converted from the Keras
+  checkpoint; with `cls` pooling its pooler is the identity, so all compute one function);
+- ONNX Runtime float32 and int8: that PyTorch model exported to ONNX (`torch.onnx.export`),
+  the int8 one by ONNX Runtime's dynamic quantization (as Hugging Face Optimum does), fed by
+  the same fast tokenizer.
+Their labels are compared with the SavedModel's on the whole test split first. Then, in one
+process, alternating so that the machine's noise hits all alike: latency at batch 1 (p50, p99)
+over every test text sent alone, and throughput at batch 8 and 64 over the test split. Each
+engine's load, first request after load and peak memory (serving the test split at batch 64)
+are measured in a fresh process of its own. PyTorch and ONNX Runtime are the optional extra
+`pip install -e ".[bench]"`; without them only the SavedModel is measured.
 """
 
 import json
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from absl import app, flags
 
-from bert_keras import data
+from bert_keras import data, model
 from bert_keras.predict import find_export
 from bert_keras.rundir import RunDir
 
 flags.DEFINE_string("run_dir", "runs/emotion", "A finished bert_keras run with an export.")
-flags.DEFINE_integer("latency_requests", 300, "Single-text requests per engine.")
-flags.DEFINE_integer("throughput_rounds", 3, "Passes over the test split per engine.")
-flags.DEFINE_integer("batch_size", 64, "Texts per call in the throughput rounds.")
+flags.DEFINE_integer("latency_requests", 0, "Single-text requests per engine (0: every text).")
+flags.DEFINE_integer("throughput_rounds", 3, "Passes over the test split per engine and size.")
+flags.DEFINE_list("batch_sizes", ["8", "64"], "Texts per call in the throughput rounds.")
+flags.DEFINE_string("child", None, "Internal: measure one engine's cold start in this process.")
+flags.DEFINE_string("onnx_dir", None, "Internal: where the PyTorch and ONNX models are.")
 FLAGS = flags.FLAGS
+SAVEDMODEL, PYTORCH, ORT_FP32, ORT_INT8 = (
+    "SavedModel",
+    "PyTorch pipeline",
+    "ONNX Runtime float32",
+    "ONNX Runtime int8",
+)
 
 
-def to_pytorch(classifier, ckpt, label_names, pooling: str):
-    """The Keras classifier's weights in a transformers BertForSequenceClassification."""
+def to_pytorch(run: RunDir):
+    """The run's best checkpoint in a transformers BertForSequenceClassification."""
     import torch
     import transformers
 
+    ckpt, label_names, pooling = run.checkpoint(), run.label_names(), run.config().pooling
     if pooling == "mean":
         raise SystemExit("--pooling=mean has no BertForSequenceClassification equivalent.")
+    # The backbone as keras-hub builds it (the classifier's [CLS]-only last layer shares its
+    # weights), loaded with the best checkpoint.
+    backbone = model.load_backbone(ckpt, 0.0)
+    classifier = model.build_classifier(ckpt.family, backbone, len(label_names), pooling, 0.0)
+    classifier.load_weights(str(run.best_checkpoint()))
     config = transformers.BertConfig.from_pretrained(
         str(ckpt.source),
         num_labels=len(label_names),
@@ -50,7 +73,6 @@ def to_pytorch(classifier, ckpt, label_names, pooling: str):
         label2id={n: i for i, n in enumerate(label_names)},
     )
     hf = transformers.BertForSequenceClassification(config).eval()
-    backbone = classifier.get_layer("bert_backbone")
     h = config.hidden_size
 
     def dense(layer):  # Keras kernels are [in, out] (attention: [in, heads, head_dim])
@@ -104,107 +126,219 @@ def percentile(values, q):
     return float(np.percentile(np.array(values) * 1000, q))
 
 
+def savedmodel_engine(run: RunDir):
+    serve = tf.saved_model.load(str(find_export(run.path))).signatures["serving_default"]
+    return lambda batch: serve(text=tf.constant(batch))["probabilities"].numpy()
+
+
+def pytorch_engine(run: RunDir, folder: Path):
+    import transformers
+
+    label_names = run.label_names()
+    pipe = transformers.pipeline(
+        "text-classification",
+        model=transformers.BertForSequenceClassification.from_pretrained(folder).eval(),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(folder),
+        device="cpu",
+        top_k=None,
+    )
+    order = {n: i for i, n in enumerate(label_names)}
+    max_length = run.config().max_seq_length
+
+    def answer(batch):
+        rows = pipe(batch, batch_size=len(batch), truncation=True, max_length=max_length)
+        out = np.zeros((len(batch), len(label_names)), np.float32)
+        for i, row in enumerate(rows):
+            for item in row:
+                out[i, order[item["label"]]] = item["score"]
+        return out
+
+    return answer
+
+
+def prepare(run: RunDir, folder: Path):
+    """The run's PyTorch equivalent saved in `folder/pytorch` (with its tokenizer), and its
+    float32 and dynamically quantized int8 ONNX models."""
+    import torch
+    import transformers
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hf = to_pytorch(run)
+    hf.save_pretrained(folder / "pytorch")
+    transformers.AutoTokenizer.from_pretrained(run.checkpoint().source).save_pretrained(
+        folder / "pytorch"
+    )
+    ids = torch.ones((2, 16), dtype=torch.int64)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    torch.onnx.export(
+        hf,
+        (ids, ids, torch.zeros_like(ids)),
+        str(folder / "float32.onnx"),
+        input_names=list(names),
+        output_names=["logits"],
+        dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names},
+        opset_version=17,
+        dynamo=False,
+    )
+    quantize_dynamic(
+        str(folder / "float32.onnx"), str(folder / "int8.onnx"), weight_type=QuantType.QInt8
+    )
+
+
+def onnx_engine(run: RunDir, path: Path):
+    import onnxruntime
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent / "pytorch")
+    max_length = run.config().max_seq_length
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def answer(batch):
+        encoded = tokenizer(
+            batch, truncation=True, max_length=max_length, padding=True, return_tensors="np"
+        )
+        (logits,) = session.run(None, {k: v.astype(np.int64) for k, v in encoded.items()})
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    return answer
+
+
+def make_engine(name: str, run: RunDir, folder: Path | None):
+    if name == SAVEDMODEL:
+        return savedmodel_engine(run)
+    if name == PYTORCH:
+        return pytorch_engine(run, folder / "pytorch")
+    return onnx_engine(run, folder / ("float32.onnx" if name == ORT_FP32 else "int8.onnx"))
+
+
+def cold(name: str, run: RunDir, texts: list[str], onnx_dir: Path | None) -> dict:
+    """Load, first request and peak memory of one engine, in a fresh process."""
+    command = [sys.executable, __file__, f"--run_dir={run.path}", f"--child={name}"]
+    if onnx_dir:
+        command.append(f"--onnx_dir={onnx_dir}")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{name} child failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def child(name: str, run: RunDir, texts: list[str], folder: Path | None):
+    """Prints the engine's load time, first request and memory: the peak resident size while
+    it loads and serves the test split at batch 64, above the process' size before (Python,
+    TensorFlow's import and the texts, which every engine's process holds)."""
+    before = _resident_mb()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _resident_mb())
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    engine = make_engine(name, run, folder)
+    loaded = time.perf_counter()
+    engine(texts[:1])
+    first = time.perf_counter()
+    for i in range(0, len(texts), 64):
+        engine(texts[i : i + 64])
+    done.set()
+    peak = max(peak[0], _resident_mb())
+    figures = {"load_s": loaded - start, "first_ms": (first - loaded) * 1000}
+    print(json.dumps({**figures, "memory_mb": peak - before}))
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def main(argv):
     del argv
     run = RunDir(FLAGS.run_dir)
-    config, label_names = run.config(), run.label_names()
-    max_seq_length = config.max_seq_length
-    export_dir = find_export(run.path)
-    texts = data.from_config(config, split="test").splits["test"]["text"][:]
-    print(f"export {export_dir}; {len(texts)} test texts; TensorFlow {tf.__version__}")
-
-    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
-
-    def savedmodel(batch):
-        return serve(text=tf.constant(batch))["probabilities"].numpy()
-
-    engines = {"SavedModel": savedmodel}
+    texts = data.from_config(run.config(), split="test").splits["test"]["text"][:]
+    onnx_dir = Path(FLAGS.onnx_dir) if FLAGS.onnx_dir else None
+    if FLAGS.child:
+        return child(FLAGS.child, run, texts, onnx_dir)
+    print(f"export {find_export(run.path)}; {len(texts)} test texts; TensorFlow {tf.__version__}")
+    names = [SAVEDMODEL]
     try:
+        import onnxruntime
         import torch
         import transformers
     except ImportError:
-        print("PyTorch is not installed (pip install -e '.[bench]'): SavedModel only.")
+        print(
+            "PyTorch or ONNX Runtime is not installed (pip install -e '.[bench]'): SavedModel only."
+        )
     else:
-        ckpt = run.checkpoint()
-        classifier = run.load_classifier(ckpt)
-        hf = to_pytorch(classifier, ckpt, label_names, config.pooling)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(ckpt.source))
-        pipe = transformers.pipeline(
-            "text-classification", model=hf, tokenizer=tokenizer, device="cpu", top_k=None
-        )
-        order = {n: i for i, n in enumerate(label_names)}
-
-        def pytorch_pipeline(batch):
-            rows = pipe(batch, batch_size=len(batch), truncation=True, max_length=max_seq_length)
-            out = np.zeros((len(batch), len(label_names)), np.float32)
-            for i, row in enumerate(rows):
-                for item in row:
-                    out[i, order[item["label"]]] = item["score"]
-            return out
-
-        engines["PyTorch pipeline"] = pytorch_pipeline
+        names += [PYTORCH, ORT_FP32, ORT_INT8]
         print(
-            f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"transformers {transformers.__version__}"
+            f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
+            f"{transformers.__version__}, ONNX Runtime {onnxruntime.__version__}"
         )
+        onnx_dir = Path(tempfile.mkdtemp(prefix="bert_keras-bench-"))
+        prepare(run, onnx_dir)
+    engines = {name: make_engine(name, run, onnx_dir) for name in names}
+    results = {name: {} for name in names}
 
-        # Same weights, same function: compare on the whole test split first.
-        a = np.concatenate([savedmodel(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-        b = np.concatenate([pytorch_pipeline(texts[i : i + 64]) for i in range(0, len(texts), 64)])
-        agree = float((a.argmax(1) == b.argmax(1)).mean())
-        print(
-            f"same predicted label on {agree:.2%} of the test split; largest probability "
-            f"difference {np.abs(a - b).max():.2e}"
+    # Same weights, same function: labels on the whole test split against the SavedModel's.
+    answers = {
+        name: np.concatenate([engine(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+        for name, engine in engines.items()
+    }
+    for name in names:
+        same = answers[name].argmax(1) == answers[SAVEDMODEL].argmax(1)
+        results[name]["same_label"] = float(same.mean())
+        results[name]["max_probability_difference"] = float(
+            np.abs(answers[name] - answers[SAVEDMODEL]).max()
         )
-
-    for engine in engines.values():  # warm up: graph optimisation, first allocations
-        engine(texts[:8])
-        engine(texts[:1])
 
     # === Latency at batch 1, interleaved ===
-    rng = np.random.default_rng(0)
-    picks = rng.choice(len(texts), FLAGS.latency_requests, replace=False)
-    latency = {name: [] for name in engines}
+    n = FLAGS.latency_requests or len(texts)
+    picks = np.random.default_rng(0).permutation(len(texts))[:n]
+    latency = {name: [] for name in names}
     for i in picks:
         for name, engine in engines.items():
             start = time.perf_counter()
             engine([texts[i]])
             latency[name].append(time.perf_counter() - start)
+    for name in names:
+        results[name]["p50_ms"] = percentile(latency[name], 50)
+        results[name]["p99_ms"] = percentile(latency[name], 99)
 
-    # === Throughput at batch 64, alternating whole passes ===
-    throughput = {name: [] for name in engines}
-    for _ in range(FLAGS.throughput_rounds):
-        for name, engine in engines.items():
-            start = time.perf_counter()
-            for i in range(0, len(texts), FLAGS.batch_size):
-                engine(texts[i : i + FLAGS.batch_size])
-            throughput[name].append(len(texts) / (time.perf_counter() - start))
+    # === Throughput, alternating whole passes ===
+    for size in map(int, FLAGS.batch_sizes):
+        rounds = {name: [] for name in names}
+        for _ in range(FLAGS.throughput_rounds):
+            for name, engine in engines.items():
+                start = time.perf_counter()
+                for i in range(0, len(texts), size):
+                    engine(texts[i : i + size])
+                rounds[name].append(len(texts) / (time.perf_counter() - start))
+        for name in names:
+            results[name][f"batch_{size}_texts_per_second"] = statistics.median(rounds[name])
 
-    results = {}
-    print(
-        f"\n| engine | batch 1 p50 ms | batch 1 p99 ms | batch {FLAGS.batch_size} texts/s "
-        f"(median of {FLAGS.throughput_rounds}) |"
-    )
-    print("|---|---|---|---|")
-    for name in engines:
-        results[name] = {
-            "p50_ms": percentile(latency[name], 50),
-            "p99_ms": percentile(latency[name], 99),
-            "texts_per_second": statistics.median(throughput[name]),
-            "rounds": throughput[name],
-        }
-        r = results[name]
-        print(f"| {name} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['texts_per_second']:.0f} |")
-    if len(engines) == 2:
-        ratio = (
-            results["SavedModel"]["texts_per_second"]
-            / results["PyTorch pipeline"]["texts_per_second"]
-        )
-        print(
-            f"\nSavedModel / PyTorch pipeline throughput at batch {FLAGS.batch_size}: "
-            f"{ratio:.2f}x (target >= 1)"
-        )
+    for name in names:  # cold: each in a process of its own
+        results[name].update(cold(name, run, texts, onnx_dir))
+    print_table(results)
     print(json.dumps(results))
+
+
+def print_table(results: dict):
+    sizes = list(map(int, FLAGS.batch_sizes))
+    print(
+        "\n| engine | same label | batch 1 p50 ms | p99 ms | "
+        + " | ".join(f"batch {s} texts/s" for s in sizes)
+        + " | load s | first request ms | memory MB |"
+    )
+    print("|---" * (7 + len(sizes)) + "|")
+    for name, r in results.items():
+        rates = " | ".join(f"{r[f'batch_{s}_texts_per_second']:.0f}" for s in sizes)
+        print(
+            f"| {name} | {r['same_label']:.2%} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{rates} | {r['load_s']:.1f} | {r['first_ms']:.0f} | {r['memory_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":
