@@ -19,6 +19,7 @@ TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer librar
 
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,10 +63,24 @@ def find_export(path: Path) -> Path:
     return path
 
 
+def serving_threads():
+    """One thread per op, as many ops at once as there are cores: the export's ops are small
+    (a request is cut into chunks of a few rows, and a short text's matrices are small), so
+    splitting each op over threads costs more than it saves, while the chunks run side by side
+    (docs/performance.md). TF Serving's flags for the same: docs/serving.md. Only before
+    TensorFlow has run anything in this process; later, its settings stay."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count() or 1)
+    except RuntimeError:  # already initialised (an application that ran TensorFlow first)
+        pass
+
+
 class Predictor:
     """Texts -> one dict per text, through the export's `serving_default` signature."""
 
     def __init__(self, export_dir):
+        serving_threads()
         self.export_dir = find_export(Path(export_dir))
         self.info = json.loads((self.export_dir / INFO).read_text())
         self.label_names = self.info["label_names"]

@@ -162,3 +162,25 @@ def _empty(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("")
     return path
+
+
+def test_predictor_runs_one_thread_per_op_and_an_op_per_core(export_dir):
+    """docs/serving.md's threads, set by the Predictor in a fresh process."""
+    script = (
+        "import os, sys, tensorflow as tf\n"
+        "from bert_keras.predict import Predictor\n"
+        "Predictor(sys.argv[1])(['i feel great'])\n"
+        "threads = tf.config.threading\n"
+        "print(threads.get_intra_op_parallelism_threads(), "
+        "threads.get_inter_op_parallelism_threads(), os.cpu_count())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(export_dir)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    intra, inter, cores = map(int, result.stdout.split())
+    assert (intra, inter) == (1, cores)
