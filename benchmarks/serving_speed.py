@@ -214,7 +214,7 @@ def make_engine(name: str, run: RunDir, folder: Path | None):
     return onnx_engine(run, folder / ("float32.onnx" if name == ORT_FP32 else "int8.onnx"))
 
 
-def cold(name: str, run: RunDir, texts: list[str], onnx_dir: Path | None) -> dict:
+def cold(name: str, run: RunDir, onnx_dir: Path | None) -> dict:
     """Load, first request and peak memory of one engine, in a fresh process."""
     command = [sys.executable, __file__, f"--run_dir={run.path}", f"--child={name}"]
     if onnx_dir:
@@ -331,7 +331,7 @@ def main(argv):
             results[name][f"batch_{size}_texts_per_second"] = statistics.median(rounds[name])
 
     for name in names:  # cold: each in a process of its own
-        results[name].update(cold(name, run, texts, onnx_dir))
+        results[name].update(cold(name, run, onnx_dir))
     print_table(results)
     print(json.dumps(results))
 

@@ -160,13 +160,16 @@ def small_emotion(tmp_path) -> Path:
     return folder
 
 
-def run_cli(
-    module: str, *args: str, timeout: int = 600, stdin=None, **env
-) -> subprocess.CompletedProcess:
+def run_cli(module: str, *args: str, **options) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in a fresh process, as a user runs it."""
+    return run_python("-m", module, *args, **options)
+
+
+def run_python(*args: str, timeout: int = 600, stdin=None, **env) -> subprocess.CompletedProcess:
+    """`python <args>` in a fresh process that imports this repository's bert_keras."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *args],
         cwd=REPO,
         env=env,
         stdin=stdin if stdin is not None else subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import REPO, emotion_rows, reap, run_cli
+from conftest import REPO, emotion_rows, reap, run_cli, run_python
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
@@ -174,13 +174,7 @@ def test_predictor_runs_one_thread_per_op_and_an_op_per_core(export_dir):
         "print(threads.get_intra_op_parallelism_threads(), "
         "threads.get_inter_op_parallelism_threads(), os.cpu_count())\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(export_dir)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    )
+    result = run_python("-c", script, str(export_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     intra, inter, cores = map(int, result.stdout.split())
     assert (intra, inter) == (1, cores)

@@ -18,6 +18,7 @@ from conftest import (
     kill_9_at_backup,
     reap,
     run_cli,
+    run_python,
     start_python,
     tiny_train_args,
     wait_for_backup,
@@ -280,13 +281,7 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
         "    time.sleep(30)\n"
         "    print('not ended', flush=True)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-    )
+    result = run_python("-c", script)
     assert result.returncode == 143
     assert result.stdout == f"noted {int(signal.SIGINT)}\n"
 
