@@ -155,11 +155,10 @@ class Backup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         callbacks.validated(self.history, epoch, "Backup")
-        if _finite(logs):
-            self._save(self._step())
+        self.save_now(logs)
 
     def save_now(self, logs=None) -> int:
-        """A backup of this step (SIGTERM); returns the step."""
+        """A backup of this step (an epoch's end, SIGTERM); returns the step."""
         step = self._step()
         if _finite(logs):
             self._save(step)

@@ -48,7 +48,7 @@ class Checkpoint:
     name: str
     source: str
     config: dict  # Hugging Face config.json (empty for a keras-hub preset until loaded)
-    pinned: str = ""  # the --model that gives these files again (a hub id: at its commit)
+    pinned: str  # the --model that gives these files again (a hub id: at its commit)
 
     @property
     def is_local(self) -> bool:

@@ -125,20 +125,21 @@ HARD_STRINGS = [
 
 
 def hugging_face_inputs(model: Path | str, texts: list, max_seq_length: int) -> dict:
-    """A BERT's inputs for `texts` from the model's Hugging Face tokenizer (the training
-    tokenizer), padded in numpy: the reference the exports and checkpoints are checked on."""
+    """The backbone's inputs for `texts` (int32, by the names the models take; segments of 0
+    where the tokenizer gives none) from the model folder's Hugging Face tokenizer (the training
+    tokenizer), padded in numpy: the reference exports and checkpoints are checked on."""
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model)
     encoded = tokenizer(
         texts, truncation=True, max_length=max_seq_length, padding=True, return_tensors="np"
     )
-    names = {
-        "token_ids": "input_ids",
-        "segment_ids": "token_type_ids",
-        "padding_mask": "attention_mask",
+    ids = encoded["input_ids"]
+    return {
+        "token_ids": ids.astype(np.int32),
+        "segment_ids": encoded.get("token_type_ids", np.zeros_like(ids)).astype(np.int32),
+        "padding_mask": encoded["attention_mask"].astype(np.int32),
     }
-    return {ours: encoded[theirs].astype(np.int32) for ours, theirs in names.items()}
 
 
 def emotion_texts(split: str | None = None) -> list[str]:

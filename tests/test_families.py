@@ -13,7 +13,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 import tiny_models
-from conftest import HARD_STRINGS, emotion_texts, run_cli, tiny_train_args
+from conftest import (
+    HARD_STRINGS,
+    emotion_texts,
+    hugging_face_inputs,
+    run_cli,
+    tiny_train_args,
+)
 from test_export import allowed_ops, export_ops, serve_alone
 
 from bert_keras import checkpoint, families, model, tokenize
@@ -56,16 +62,9 @@ def test_backbone_equals_the_pytorch_model(folder):
     reference = np.load(REFERENCES)
     family = folder.name
     ckpt = checkpoint.resolve(str(folder), MAX_LEN)
-    encoded = tokenize.load_tokenizer(ckpt)(
-        tiny_models.REFERENCE_TEXTS, padding=True, return_tensors="np"
-    )
-    np.testing.assert_array_equal(encoded["input_ids"], reference[f"{family}/input_ids"])
-    mask = encoded["attention_mask"].astype("int32")
-    ids = {
-        "token_ids": encoded["input_ids"].astype("int32"),
-        "segment_ids": encoded.get("token_type_ids", np.zeros_like(mask)).astype("int32"),
-        "padding_mask": mask,
-    }
+    ids = hugging_face_inputs(folder, tiny_models.REFERENCE_TEXTS, MAX_LEN)
+    np.testing.assert_array_equal(ids["token_ids"], reference[f"{family}/input_ids"])
+    mask = ids["padding_mask"]
     backbone = model.load_backbone(ckpt, 0.0)
     got = ckpt.family.sequence(backbone({k: ids[k] for k in ckpt.family.inputs})).numpy()
     want, real = reference[f"{family}/hidden"], mask.astype(bool)
@@ -127,15 +126,9 @@ def test_trains_and_exports_through_the_cli(family_run, folder, tmp_path):
     loaded = tf.saved_model.load(str(export_dir))
     by_text, by_ids = (loaded.signatures[s] for s in ("serving_default", "serve_token_ids"))
     assert set(by_ids.structured_input_signature[1]) == set(family.inputs)
-    _, hf, _ = _hf_and_in_graph(folder)
     texts = HARD_STRINGS + emotion_texts("test")
-    encoded = hf(texts, truncation=True, max_length=MAX_LEN, padding=True, return_tensors="np")
-    ids = {
-        "token_ids": encoded["input_ids"],
-        "segment_ids": encoded.get("token_type_ids", np.zeros_like(encoded["input_ids"])),
-        "padding_mask": encoded["attention_mask"],
-    }
-    want = by_ids(**{k: tf.constant(ids[k], tf.int32) for k in family.inputs})["probabilities"]
+    ids = hugging_face_inputs(folder, texts, MAX_LEN)
+    want = by_ids(**{k: tf.constant(ids[k]) for k in family.inputs})["probabilities"]
     got = by_text(text=tf.constant(texts))["probabilities"]
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
 
