@@ -136,6 +136,24 @@ class BestEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EmaWeights(keras.callbacks.SwapEMAWeights):
+    """Swaps the optimizer's moving average of the weights with the weights at each epoch's
+    end (Keras' swap, which works under any strategy): one instance before validation puts the
+    average in, one after the best checkpoint takes it out again, so validation and the best
+    checkpoint see the average, and training and backups the weights themselves."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._swap_variables()
+
+    def on_test_begin(self, logs=None):
+        pass
+
+    on_test_end = on_predict_begin = on_predict_end = on_test_begin
+
+
 def ends_epoch(callback: keras.callbacks.Callback, batch: int) -> bool:
     """Batch `batch` (Keras' index in the epoch) is the epoch's last: what is done at a step is
     then left to the epoch's end, after its validation."""
@@ -246,18 +264,22 @@ def for_run(history: History, config, run, validation, step_log: StepLog, backup
     validation (F1Callback) before everything that reads its epoch; the non-finite check before
     anything saves; the best checkpoint, the step log and the backup; TensorBoard last (it reads
     the validation figures from `logs`). `validation`: (dataset, labels, label names); `run`:
-    the RunDir this process writes."""
+    the RunDir this process writes. With --ema_momentum, validation and the best checkpoint see
+    the weights' moving average (`EmaWeights`)."""
     advice = (
         f"Lower --learning_rate (now {config.learning_rate:g}) or --clip_norm (now "
         f"{config.clip_norm:g}) and start over with --overwrite."
     )
     counter = step_log.counter
+    average = [EmaWeights()] if config.ema_momentum else []
     return [
         counter,
         EpochTimer(history),
+        *average,  # in
         F1Callback(history, counter, *validation),
         StopOnNonFiniteLoss(history, counter, run.best_weights, advice),
         BestEpoch(history, run.best_weights, run.training_csv, config.early_stopping_patience),
+        *[EmaWeights() for _ in average],  # and out
         step_log,
         backup,
         keras.callbacks.TensorBoard(str(run.logs)),

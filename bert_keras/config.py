@@ -61,6 +61,8 @@ class RunConfig:
     warmup_ratio: float
     weight_decay: float
     clip_norm: float
+    layer_decay: float
+    ema_momentum: float
     class_weight: str
     early_stopping_patience: int
     seed: int

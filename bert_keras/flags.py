@@ -242,6 +242,25 @@ flags.DEFINE_float(
     lower_bound=0.0,
     flag_values=TRAINER,
 )
+flags.DEFINE_float(
+    "layer_decay",
+    1.0,
+    "Layer-wise learning-rate decay: the classification head and pooler train at the peak "
+    "rate, each encoder layer below at this factor times the rate of the one above, the "
+    "embeddings at the lowest. 1 = one rate for every layer.",
+    lower_bound=0.05,
+    upper_bound=1.0,
+    flag_values=TRAINER,
+)
+flags.DEFINE_float(
+    "ema_momentum",
+    0.0,
+    "Keep an exponential moving average of the weights (this momentum per step, e.g. 0.999) and "
+    "validate, checkpoint, test and export the average instead of the last weights. 0 = off.",
+    lower_bound=0.0,
+    upper_bound=0.99999,
+    flag_values=TRAINER,
+)
 flags.DEFINE_enum(
     "class_weight",
     "none",

@@ -44,15 +44,30 @@ class AdamW(keras.optimizers.AdamW):
     device. TensorFlow backend only (`_all_reduce_sum_gradients` is its hook).
     """
 
-    def __init__(self, clip_norm: float, **kwargs):
+    def __init__(self, clip_norm: float, layer_scale=None, **kwargs):
         super().__init__(**kwargs)
         self.clip_norm = clip_norm
+        self.layer_scale = layer_scale  # variable path -> its learning-rate factor, or None
+        self._lr_scales = None
+
+    def build(self, var_list):
+        super().build(var_list)
+        if self.layer_scale:
+            self._lr_scales = [self.layer_scale(v.path) for v in var_list]
+
+    def finalize_variable_values(self, var_list):
+        """Keras writes the moving average over the weights at the end of every `fit` call: a
+        resumed run (several calls) would then train on from the average. The average is
+        swapped in for validation instead (`callbacks.EmaWeights`), so the best checkpoint and
+        the export hold it."""
 
     def update_step(self, gradient, variable, learning_rate):
         """Keras' Adam update (the same formula: lr * sqrt(1 - b2^t) / (1 - b1^t) * m /
         (sqrt(v) + eps)) in TensorFlow's fused `ApplyAdam` kernel: one pass over the variable,
         its moments and gradient instead of a dozen element-wise ops, each over every parameter
         (docs/performance.md). Keras' weight decay is applied before, unchanged."""
+        if self._lr_scales is not None:
+            learning_rate = learning_rate * self._lr_scales[self._get_variable_index(variable)]
         if self.amsgrad or variable.dtype != tf.float32:
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
@@ -162,12 +177,19 @@ def adamw(
     weight_decay: float,
     clip_norm: float,
     accumulation: int = 1,
+    layer_scale=None,
+    ema_momentum: float = 0.0,
 ) -> AdamW:
     """`accumulation`: micro-batches per update (--gradient_accumulation_steps); their gradients
-    are averaged, then reduced over replicas and clipped, as one batch's."""
+    are averaged, then reduced over replicas and clipped, as one batch's. `layer_scale`: a
+    variable path's learning-rate factor (`layer_scales`); `ema_momentum`: keep a moving average
+    of the weights (0 = none)."""
     schedule = WarmupLinearDecay(learning_rate, total_steps, round(warmup_ratio * total_steps))
     optimizer = AdamW(
         clip_norm=clip_norm,
+        layer_scale=layer_scale,
+        use_ema=ema_momentum > 0,
+        ema_momentum=ema_momentum or 0.99,
         learning_rate=schedule,
         weight_decay=weight_decay,
         epsilon=1e-6,
@@ -175,3 +197,12 @@ def adamw(
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
+
+
+def layer_scales(layer_decay: float, depth, num_layers: int):
+    """`path -> layer_decay ** (num_layers + 1 - depth(path))`: 1 for the head and pooler, one
+    factor less for each encoder layer down, the embeddings lowest (ELECTRA's layer-wise
+    decay); None when `layer_decay` is 1. `depth`: the family's `layer_depth`."""
+    if layer_decay == 1:
+        return None
+    return lambda path: layer_decay ** (num_layers + 1 - depth(path, num_layers))

@@ -53,7 +53,7 @@ from bert_keras.errors import (
     no_arguments,
     parse_flags,
 )
-from bert_keras.results import Results, Speed
+from bert_keras.results import History, Results, Speed
 from bert_keras.rundir import RunDir
 from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
 
@@ -89,19 +89,22 @@ class Inputs:
         return {i: float(w) for i, w in enumerate(self.class_weight)}
 
 
-def run(config: RunConfig) -> Results:
+def run(config: RunConfig, trial_callbacks=None) -> Results | History:
     """The run, with its directory locked (by the chief: only it writes there) and SIGTERM and
-    SIGINT handled (`interrupt`)."""
+    SIGINT handled (`interrupt`). `trial_callbacks(history, schedule) -> callbacks`: the run is
+    a search's trial (`search`): these join its callbacks, and it ends after training with its
+    history, its test split held out. It stays resumable: the same config later, without
+    callbacks, tests and publishes it."""
     started = time.time()
     devices = (config.strategy, config.num_cpu_devices, config.batch_size)
     strategy = distribute.make_strategy(*devices, config.gradient_accumulation_steps)
     run_dir = RunDir(config.output_path)
     lock = run_dir.locked() if distribute.is_chief(strategy) else contextlib.nullcontext()
     with interrupt.Signals().handled() as signals, lock:
-        return run_stages(config, strategy, run_dir, signals, started)
+        return run_stages(config, strategy, run_dir, signals, started, trial_callbacks)
 
 
-def run_stages(config, strategy, run_dir: RunDir, signals, started: float) -> Results:
+def run_stages(config, strategy, run_dir: RunDir, signals, started: float, trial=None):
     # === 1. Check ===
     config = run_dir.same_revision(config)
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
@@ -120,7 +123,10 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started: float) -> Re
         work = RunDir(path)
         work.start(state, config, inputs.task)
         resuming = state == rundir.RESUME
-        history = fit(config, inputs, classifier, (strategy, signals), run_dir, work, resuming)
+        devices = (strategy, signals)
+        history = fit(config, inputs, classifier, devices, run_dir, work, resuming, trial)
+        if trial is not None:
+            return history
         final_weights = model.weights_sha256(classifier)
         if distribute.is_multi_worker(strategy):
             print(
@@ -152,6 +158,13 @@ def prepare(config: RunConfig, replicas: int = 1) -> Inputs:
     that ended. A training batch gives each of the `replicas` micro-batches a row at least."""
     ckpt = checkpoint.resolve(config.model, config.max_seq_length)
     ckpt.family.check_pooling(config.pooling)
+    ckpt.family.check_layer_decay(config.layer_decay)
+    if config.ema_momentum and config.gradient_accumulation_steps > 1:
+        raise UsageError(
+            f"--ema_momentum={config.ema_momentum:g} with --gradient_accumulation_steps="
+            f"{config.gradient_accumulation_steps}: the average is not kept under accumulation; "
+            f"give one of the two."
+        )
     labeled = data.from_config(config)
     tokenizer = tokenize.load_tokenizer(ckpt)
     ckpt.family.tokenizer_spec(tokenizer)  # refused now, not at export, if the graph cannot
@@ -231,6 +244,10 @@ def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, posit
             weight_decay=config.weight_decay,
             clip_norm=config.clip_norm,
             accumulation=config.gradient_accumulation_steps,
+            layer_scale=optimization.layer_scales(
+                config.layer_decay, ckpt.family.layer_depth, backbone.num_layers
+            ),
+            ema_momentum=config.ema_momentum,
         ),
         loss=model.loss_for(task, positive_weights),
         metrics=["accuracy"] if task.problem_type == SINGLE_LABEL else [],
@@ -240,9 +257,10 @@ def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, posit
     return classifier
 
 
-def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resuming: bool):
+def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resuming, extra=None):
     """Trains from where the last backup left off (or the start); returns the run's history.
-    `devices`: (strategy, interrupt.Signals)."""
+    `devices`: (strategy, interrupt.Signals); `extra(history, schedule)`: callbacks after the
+    run's own."""
     strategy, signals = devices
     progress = resume(inputs, classifier, run_dir, work) if resuming else None
     progress = progress or backup.State(fingerprints=inputs.fingerprints)
@@ -257,6 +275,7 @@ def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resu
     run_callbacks = [
         *callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
         interrupt.StopOnSignal(signals, keep, micro),
+        *(extra(history, inputs.schedule) if extra else []),
     ]
 
     def fit_(dataset, steps_per_epoch: int, **epochs):
@@ -285,10 +304,10 @@ def resume(inputs: Inputs, classifier, run_dir: RunDir, work: RunDir) -> backup.
     if progress is None:
         return None
     period, step = inputs.schedule.position(progress.step)
-    print(
-        f"Resuming from the backup at step {progress.step} (epoch {period + 1}, step {step} "
-        f"of {inputs.schedule.length(period)}) in {run_dir.backup}."
-    )
+    where = f"epoch {period + 1}, step {step} of {inputs.schedule.length(period)}"
+    if progress.step == inputs.schedule.total_steps:
+        where = "training had ended"
+    print(f"Resuming from the backup at step {progress.step} ({where}) in {run_dir.backup}.")
     progress.history.resumed_at.append(progress.step)
     if work.path != run_dir.path and run_dir.best_weights.is_file():
         # Another worker tests the same best checkpoint as the chief: its own copy.

@@ -1,6 +1,8 @@
 """The classifier's speed-ups change no result: the [CLS]-only last layer gives the full
 encoder's output and gradients; the fused AdamW update is Keras' AdamW on summed gradients."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -191,3 +193,101 @@ def test_embedding_gradients_are_summed_per_token():
     )
     # What the norm (and Keras' squared gradient) sees: 6^2 + 8^2 for token 4, not 1+4+25+36.
     assert tf.reduce_sum(summed.values**2).numpy() == pytest.approx(6**2 + 8**2 + 3**2 + 4**2)
+
+
+def _tiny_classifier(tiny_bert, *flags: str):
+    """The trainer's compiled classifier of the tiny BERT (mean pooling: every layer used) with
+    a constant learning rate of 1e-3, no decay, clipping or dropout, and these flags."""
+    from bert_keras import train
+    from bert_keras.config import RunConfig
+    from bert_keras.task import Task
+
+    args = [f"--model={tiny_bert}", "--pooling=mean", "--dropout=0", "--learning_rate=1e-3"]
+    args += ["--warmup_ratio=0", "--weight_decay=0", "--clip_norm=0", *flags]
+    config = RunConfig.parse(args)
+    keras.utils.set_random_seed(0)
+    ckpt = checkpoint.resolve(str(tiny_bert), 128)
+    # 10^6 steps: the linear decay leaves the rate at 1e-3 for the few steps taken here.
+    return train.make_classifier(config, ckpt, Task("single_label", ("a", "b", "c")), 10**6)
+
+
+def _expected_layer_rate(path: str, decay: float, layers: int = 2) -> float:
+    """ELECTRA's layer-wise decay, written out: the head at 1, encoder layer i at decay^(L-i),
+    the embeddings at decay^(L+1)."""
+    if "transformer_layer_" in path:
+        return decay ** (layers - int(path.split("transformer_layer_")[1].split("/")[0]))
+    return decay ** (layers + 1) if "embedding" in path else 1.0
+
+
+def _first_update(tiny_bert, *flags: str) -> dict:
+    """Each trainable variable's change in one training step, by path."""
+    classifier = _tiny_classifier(tiny_bert, *flags)
+    batch = _batch(json.loads((tiny_bert / "config.json").read_text())["vocab_size"])
+    before = {v.path: v.numpy() for v in classifier.trainable_variables}
+    classifier.train_on_batch(batch, np.array([0, 1, 2, 0]))
+    return {v.path: v.numpy() - before[v.path] for v in classifier.trainable_variables}
+
+
+def test_layer_decay_scales_each_layers_update(tiny_bert):
+    """The first step's gradient does not depend on the rates: each weight's move with decay
+    0.5 is its move without, times its layer's factor."""
+    decayed, plain = _first_update(tiny_bert, "--layer_decay=0.5"), _first_update(tiny_bert)
+    factors = set()
+    for path, move in plain.items():
+        if not np.abs(move).max():
+            continue  # the unused pooler
+        factor = _expected_layer_rate(path, 0.5)
+        np.testing.assert_allclose(decayed[path], factor * move, rtol=1e-3, atol=1e-8)
+        factors.add(factor)
+    assert factors == {0.125, 0.25, 0.5, 1.0}  # embeddings, two layers, head
+
+
+def test_layer_decay_is_refused_for_albert():
+    with pytest.raises(UsageError, match=r"--layer_decay=0.8: an albert model shares one set"):
+        for_model_type("albert", "").check_layer_decay(0.8)
+
+
+def test_validation_sees_the_moving_average_and_training_the_weights(tiny_bert):
+    """With --ema_momentum, what validation and the best checkpoint see at an epoch's end
+    (between the two swaps `callbacks.for_run` places) is the average of the weights after each
+    step, computed here in numpy; training goes on from the weights themselves."""
+    from bert_keras.callbacks import EmaWeights
+
+    momentum = 0.6
+    classifier = _tiny_classifier(tiny_bert, f"--ema_momentum={momentum}")
+    batch = _batch(json.loads((tiny_bert / "config.json").read_text())["vocab_size"])
+    after_step, at_validation = [], []
+
+    def snapshot(into):
+        return keras.callbacks.LambdaCallback(
+            **{into[0]: lambda *_, **__: into[1].append([v.numpy() for v in classifier.weights])}
+        )
+
+    run_callbacks = [
+        snapshot(("on_train_batch_end", after_step)),
+        EmaWeights(),
+        snapshot(("on_epoch_end", at_validation)),
+        EmaWeights(),
+    ]
+    dataset = tf.data.Dataset.from_tensors((batch, np.array([0, 1, 2, 0]))).repeat(4)
+    classifier.fit(
+        dataset, epochs=2, steps_per_epoch=2, callbacks=run_callbacks, verbose=0, shuffle=False
+    )
+    trainable = [i for i, w in enumerate(classifier.weights) if w.trainable]
+    average = [after_step[0][i] for i in trainable]  # Keras' first step: the weights
+    for step, weights in enumerate(after_step[1:], start=2):
+        average = [
+            momentum * a + (1 - momentum) * weights[i]
+            for a, i in zip(average, trainable, strict=True)
+        ]
+        if step % 2 == 0:  # an epoch's end
+            seen = at_validation[step // 2 - 1]
+            for a, i in zip(average, trainable, strict=True):
+                np.testing.assert_allclose(seen[i], a, rtol=1e-5, atol=1e-6)
+    assert (
+        max(np.abs(a - after_step[-1][i]).max() for a, i in zip(average, trainable, strict=True))
+        > 1e-4
+    )
+    for w, last in zip(classifier.weights, after_step[-1], strict=True):
+        # Not the average after fit (Keras swaps by sums and differences: within a rounding).
+        np.testing.assert_allclose(w.numpy(), last, atol=1e-7)

@@ -14,6 +14,8 @@ and one `register` call in it, imported below.
 ('token_ids', 'padding_mask')
 """
 
+import re
+
 from bert_keras.errors import UsageError
 
 _REGISTRY: dict[str, "Family"] = {}
@@ -72,6 +74,18 @@ class Family:
     def full_pooled(self, outputs, pooling: str):
         """The pooled vector from the whole backbone's outputs, for `cls` and `pooler`."""
         raise NotImplementedError
+
+    def layer_depth(self, path: str, num_layers: int) -> int:
+        """Where a classifier variable sits, for --layer_decay: 0 for the embeddings, i + 1 for
+        encoder layer i, num_layers + 1 above them (pooler, head). keras-hub names every
+        family's encoder layers `transformer_layer_<i>` and its embeddings `*embedding*`."""
+        layer = re.search(r"transformer_layer_(\d+)/", path)
+        if layer:
+            return int(layer.group(1)) + 1
+        return 0 if "embedding" in path else num_layers + 1
+
+    def check_layer_decay(self, layer_decay: float):
+        """A UsageError where layer-wise decay has no meaning for the architecture."""
 
 
 def register(family: Family) -> Family:

@@ -6,6 +6,7 @@ The first-token-only last layer is off: the last layer is the same layer object 
 one, called once per depth, so the model cannot be cut before its last call the way a stack of
 separate layers can."""
 
+from bert_keras.errors import UsageError
 from bert_keras.families import register
 from bert_keras.families.bert import Bert
 from bert_keras.families.sentencepiece import SentencePieceFamily
@@ -20,6 +21,13 @@ class Albert(SentencePieceFamily, Bert):
 
     def first_token_only(self, backbone, inputs: dict, pooling: str):
         return None
+
+    def check_layer_decay(self, layer_decay: float):
+        if layer_decay < 1:
+            raise UsageError(
+                f"--layer_decay={layer_decay:g}: an albert model shares one set of layer weights "
+                f"across its depth, so no layer can train at its own rate; use --layer_decay=1."
+            )
 
 
 register(Albert())

@@ -1,0 +1,161 @@
+"""The hyperparameter search (`bert_keras.search`) on the tiny BERT: trials are run directories
+whose test split is held out, the best by validation is finished, and a killed search continues
+where it stopped."""
+
+import copy
+import csv
+import struct
+
+import pytest
+from absl import flags
+from conftest import reap, run_cli, start_python, tiny_train_args, wait_until
+
+from bert_keras import search
+from bert_keras.config import RunConfig
+from bert_keras.errors import UsageError
+
+
+def search_args(tiny_bert, search_dir, *extra) -> list[str]:
+    """Four trials over the learning rate and the epochs; the base flags learn (conftest's
+    LEARNED_ARGS), a rate near 1e-6 does not."""
+    return [
+        *tiny_train_args(tiny_bert, search_dir.parent / "unused"),
+        "--pooling=mean",
+        "--dropout=0",
+        "--learning_rate=3e-3",
+        "--epochs=4",
+        "--early_stopping_patience=0",
+        "--max_eval_examples=200",
+        f"--search_dir={search_dir}",
+        "--trials=4",
+        "--search=learning_rate,epochs",
+        "--search_learning_rate=1e-6,3e-3",
+        "--search_epochs=2,4",
+        *extra,
+    ]
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def epochs_of(run_dir) -> int:
+    return RunConfig.parse((run_dir / "run.flags").read_text().splitlines()).epochs
+
+
+def test_a_killed_search_continues_and_finishes_only_the_best_trial(tiny_bert, tmp_path):
+    folder = tmp_path / "search"
+    args = search_args(tiny_bert, folder)
+    proc = start_python("-m", "bert_keras.search", *args, log=tmp_path / "first")
+    try:  # killed once trial 1 has backed up its first epoch, in its second
+        wait_until(lambda: list(folder.glob("trial-001/backup/step-*")), [proc], "trial 1's backup")
+        proc.kill()
+        proc.wait()
+    finally:
+        reap(proc)
+    result = run_cli("bert_keras.search", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming trial 1, stopped while training." in result.stdout
+
+    trials = read_csv(folder / "trials.csv")
+    assert [int(t["number"]) for t in trials] == [0, 1, 2, 3]
+    assert (float(trials[0]["learning_rate"]), int(trials[0]["epochs"])) == (3e-3, 4)  # the base
+    assert len({t["learning_rate"] for t in trials}) == 4  # a resumed search draws on
+    steps = [int(r["step"]) for r in read_csv(folder / "trial-001" / "logs" / "steps.csv")]
+    assert steps == list(range(1, len(steps) + 1))  # trial 1 resumed, no step twice
+
+    # The best, by each trial's own validation record, read here from its training.csv.
+    finished = {}
+    for t in trials:
+        run_dir = folder / f"trial-{int(t['number']):03d}"
+        epochs = read_csv(run_dir / "logs" / "training.csv")
+        if t["state"] == "PRUNED":  # stopped at a validation before its last
+            assert len(epochs) < epochs_of(run_dir)
+        if t["state"] == "COMPLETE":
+            assert len(epochs) == epochs_of(run_dir)
+            finished[run_dir] = max(float(e["val_micro_f1"]) for e in epochs)
+    best = max(finished, key=finished.get)
+    assert (folder / "best.flags").read_text() == (best / "run.flags").read_text()
+    assert float(trials[int(best.name[-3:])]["validation_micro_f1"]) == pytest.approx(
+        finished[best]
+    )
+    # Only the best was tested and exported; the others' test split was never read.
+    for run_dir in folder.glob("trial-*"):
+        done = run_dir == best
+        assert (run_dir / "metrics.json").is_file() == done
+        assert (run_dir / "reports" / "test").is_dir() == done
+        assert (run_dir / "export").is_dir() == done
+        assert (run_dir / "backup").is_dir() is False  # finished, or never to be
+    assert f"Best: trial {int(best.name[-3:])}, validation micro-F1 {finished[best]:.4f}" in (
+        result.stdout
+    )
+    assert "% of the trials' time)" in result.stdout
+    assert (folder / "trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", (folder / "trials.png").read_bytes()[16:24])
+    assert width > 1.4 * height  # a panel per searched flag, side by side
+
+    changed = parse(*args[:-1], "--search_epochs=2,3")
+    with pytest.raises(UsageError) as refused:
+        search.search(changed)
+    assert str(refused.value) == (
+        f"--search_dir={folder} holds a search of other flags (now --search_epochs=2,3, was "
+        f"--search_epochs=2,4); give another --search_dir, or --overwrite to start it over."
+    )
+
+
+def parse(*args: str) -> search.SearchConfig:
+    values = copy.deepcopy(flags.FLAGS)
+    values.unparse_flags()
+    values(["search", *args])
+    return search.SearchConfig.from_flags(values)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--search_learning_rate=-1,1e-3"],
+            r"--search_learning_rate=-1,1e-3: flag --learning_rate=-1: -1.0 is not a non-negative",
+        ),
+        (
+            ["--search_dropout=0,0.95"],
+            r"--search_dropout=0,0.95: flag --dropout=0.95: .* in the range \[0.0, 0.9\]",
+        ),
+        (["--search_epochs=5,2"], r"--search_epochs=5,2: a range is two values, the low one"),
+        (
+            ["--search_pooling=cls,max"],
+            r"--search_pooling=cls,max: flag --pooling=max: value should be one of <cls\|pooler",
+        ),
+        (["--search=learning_rate,depth"], r"--search=learning_rate,depth: give one or more of"),
+        (["--search_weight_decay="], r"--search_weight_decay is empty"),
+        (["--trials=0"], r"give --budget_minutes, --trials or both"),
+    ],
+    ids=[
+        "negative_rate",
+        "dropout_above_bound",
+        "reversed",
+        "pooling",
+        "unknown",
+        "empty",
+        "no_end",
+    ],
+)
+def test_a_search_space_out_of_range_is_refused(args, expected):
+    with pytest.raises(UsageError, match=expected):
+        parse("--trials=3", *args)
+
+
+def test_a_budget_too_small_for_one_trial_is_refused(tiny_bert, tmp_path):
+    folder = tmp_path / "search"
+    config = parse(*search_args(tiny_bert, folder, "--trials=0", "--budget_minutes=0.001"))
+    with pytest.raises(UsageError, match=r"--budget_minutes=0.001 is less than one trial: 400 "):
+        search.search(config)
+    assert not folder.exists()  # refused before anything is written
+
+
+def test_a_search_flag_error_is_one_line_and_exit_2():
+    result = run_cli("bert_keras.search", "--trials=2", "--search_dropout=0,2")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: --search_dropout=0,2: ")
