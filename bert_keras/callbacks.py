@@ -271,15 +271,15 @@ def for_run(history: History, config, run, validation, step_log: StepLog, backup
         f"{config.clip_norm:g}) and start over with --overwrite."
     )
     counter = step_log.counter
-    average = [EmaWeights()] if config.ema_momentum else []
+    swap_in, swap_out = ([EmaWeights()], [EmaWeights()]) if config.ema_momentum else ([], [])
     return [
         counter,
         EpochTimer(history),
-        *average,  # in
+        *swap_in,
         F1Callback(history, counter, *validation),
         StopOnNonFiniteLoss(history, counter, run.best_weights, advice),
         BestEpoch(history, run.best_weights, run.training_csv, config.early_stopping_patience),
-        *[EmaWeights() for _ in average],  # and out
+        *swap_out,
         step_log,
         backup,
         keras.callbacks.TensorBoard(str(run.logs)),

@@ -264,3 +264,11 @@ def test_cli_usage_errors_are_one_line(tmp_path, args, env, expected):
     assert lines[-1].startswith("error: ") and expected in lines[-1], lines[-3:]
     assert not [line for line in lines if line.startswith("Traceback")]
     assert not output_dir.exists()
+
+
+def test_a_moving_average_under_gradient_accumulation_is_refused(run_train):
+    message = run_train("--ema_momentum=0.999", "--gradient_accumulation_steps=2")
+    assert message == (
+        "--ema_momentum=0.999 with --gradient_accumulation_steps=2: the average is not kept "
+        "under accumulation; give one of the two."
+    )
