@@ -3,7 +3,10 @@
     python benchmarks/serving_speed.py --run_dir=runs/emotion
 
 Not a test: it prints figures. The engines, all on the run's fine-tuned weights:
-- SavedModel: the run's newest export (`serving_default`: raw text in, tokenized in the graph);
+- SavedModel: the run's newest export (`serving_default`: raw text in, tokenized in the graph),
+  loaded by `tf.saved_model.load` (as `bert_keras.predict` does);
+- SavedModel, session: the same export as TF Serving's C++ loader runs it, a TF1 session over its
+  graph (without TF2's Python function-call layer);
 - PyTorch pipeline: `transformers.pipeline("text-classification")`, the model's fast tokenizer
   and a `BertForSequenceClassification` holding the weights (converted from the Keras
   checkpoint; with `cls` pooling its pooler is the identity, so all compute one function);
@@ -21,6 +24,7 @@ of its own. PyTorch and ONNX Runtime are the optional extra
 """
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -46,8 +50,9 @@ flags.DEFINE_list("batch_sizes", ["8", "64"], "Texts per call in the throughput 
 flags.DEFINE_string("child", None, "Internal: measure one engine's cold start in this process.")
 flags.DEFINE_string("onnx_dir", None, "Internal: where the PyTorch and ONNX models are.")
 FLAGS = flags.FLAGS
-SAVEDMODEL, PYTORCH, ORT_FP32, ORT_INT8 = (
+SAVEDMODEL, SESSION, PYTORCH, ORT_FP32, ORT_INT8 = (
     "SavedModel",
+    "SavedModel, session",
     "PyTorch pipeline",
     "ONNX Runtime float32",
     "ONNX Runtime int8",
@@ -133,6 +138,19 @@ def savedmodel_engine(run: RunDir):
     return lambda batch: serve(text=tf.constant(batch))["probabilities"].numpy()
 
 
+def session_engine(run: RunDir):
+    tf1 = tf.compat.v1
+    threads = tf1.ConfigProto(
+        intra_op_parallelism_threads=1, inter_op_parallelism_threads=os.cpu_count() or 1
+    )
+    with tf.Graph().as_default() as graph:
+        session = tf1.Session(graph=graph, config=threads)
+        meta = tf1.saved_model.loader.load(session, ["serve"], str(find_export(run.path)))
+    signature = meta.signature_def["serving_default"]
+    text, probabilities = signature.inputs["text"].name, signature.outputs["probabilities"].name
+    return lambda batch: session.run(probabilities, {text: batch})
+
+
 def pytorch_engine(run: RunDir, folder: Path):
     import transformers
 
@@ -209,6 +227,8 @@ def onnx_engine(run: RunDir, path: Path):
 def make_engine(name: str, run: RunDir, folder: Path | None):
     if name == SAVEDMODEL:
         return savedmodel_engine(run)
+    if name == SESSION:
+        return session_engine(run)
     if name == PYTORCH:
         return pytorch_engine(run, folder / "pytorch")
     return onnx_engine(run, folder / ("float32.onnx" if name == ORT_FP32 else "int8.onnx"))
@@ -273,7 +293,7 @@ def main(argv):
     if FLAGS.child:
         return child(FLAGS.child, run, texts, onnx_dir)
     print(f"export {find_export(run.path)}; {len(texts)} test texts; TensorFlow {tf.__version__}")
-    names = [SAVEDMODEL]
+    names = [SAVEDMODEL, SESSION]
     try:
         import onnxruntime
         import torch

@@ -30,6 +30,7 @@ from absl import app, flags
 
 from bert_keras import durable, logs, report, rundir, tokenize
 from bert_keras.errors import UsageError, exit_on_usage_error, no_arguments, parse_flags
+from bert_keras.families import branched
 from bert_keras.results import Results
 from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
@@ -93,7 +94,7 @@ def from_run(
         classifier = run.load_classifier(ckpt)
     thresholds = results and results.thresholds
     module = TextClassifier(
-        classifier,
+        branched.branched(classifier),
         tokenizer,
         task.label_names,
         text_pair=config.text_pair,

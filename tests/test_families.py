@@ -24,6 +24,7 @@ from test_export import allowed_ops, export_ops, serve_alone
 
 from bert_keras import checkpoint, families, model, tokenize
 from bert_keras.errors import UsageError
+from bert_keras.families import branched
 
 FAMILIES = sorted(tiny_models.WRITERS)
 MAX_LEN = 64
@@ -70,6 +71,34 @@ def test_backbone_equals_the_pytorch_model(folder):
     want, real = reference[f"{family}/hidden"], mask.astype(bool)
     assert np.abs(want[real]).max() > 0.1  # not trivially equal
     np.testing.assert_allclose(got[real], want[real], atol=1e-4)
+
+
+def test_the_export_encoder_in_halves_equals_the_pytorch_model(folder):
+    """The export's encoder (each layer's heads and feed-forward columns in two halves) against
+    the same reference; with the first-token-only last layer, against the Keras classifier."""
+    reference = np.load(REFERENCES)
+    ckpt = checkpoint.resolve(str(folder), MAX_LEN)
+    ids = hugging_face_inputs(folder, tiny_models.REFERENCE_TEXTS, MAX_LEN)
+    inputs = {k: ids[k] for k in ckpt.family.inputs}
+    backbone = model.load_backbone(ckpt, 0.0)
+    halved = branched.branched(backbone)
+    assert any(isinstance(layer, branched.BranchedEncoder) for layer in _layers(halved))
+    got = ckpt.family.sequence(halved(inputs)).numpy()
+    real = ids["padding_mask"].astype(bool)
+    np.testing.assert_allclose(got[real], reference[f"{folder.name}/hidden"][real], atol=1e-4)
+
+    classifier = model.build_classifier(ckpt.family, backbone, 3, "cls", 0.0)
+    want = classifier(inputs).numpy()
+    assert np.abs(want).max() > 0.01
+    np.testing.assert_allclose(branched.branched(classifier)(inputs), want, rtol=1e-4, atol=1e-6)
+
+
+def _layers(keras_model):
+    """Every layer, nested models' included."""
+    for layer in keras_model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
 
 
 def _differences(hf, in_graph, texts, pairs=None) -> list[int]:

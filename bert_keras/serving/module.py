@@ -109,22 +109,37 @@ class TextClassifier(tf.Module):
 
         A request's batch is padded to its longest text, and attention and dense layers would
         spend most of their time on padding. Masked positions change no real token's output, so
-        cutting them changes nothing but float summation order.
+        cutting them changes nothing but float summation order. At least 1 column: the model
+        reads column 0 even for an all-padding row.
         """
         mask = inputs["padding_mask"]
         positions = tf.range(1, tf.shape(mask)[1] + 1)[None, :]
         # Up to the last real token (clients of serve_token_ids may pad anywhere).
         extent = tf.reduce_max(tf.where(mask != 0, positions, 0), axis=1)
+        rows = tf.shape(extent)[0]
+        # A request of one chunk skips the sort and the loop, whose ops cost more than the
+        # model at batch 1 (a request of none goes round the loop no times).
+        return tf.cond(
+            (rows > 0) & (rows <= CHUNK_ROWS),
+            lambda: self._logits(
+                {n: v[:, : tf.maximum(tf.reduce_max(extent), 1)] for n, v in inputs.items()}
+            ),
+            lambda: self._logits_in_chunks(inputs, extent),
+        )
+
+    def _logits(self, inputs: dict):
+        return tf.cast(self._forward(inputs), tf.float32)
+
+    def _logits_in_chunks(self, inputs: dict, extent):
         order = tf.argsort(extent, stable=True)
         rows = tf.shape(order)[0]
         chunks = (rows + CHUNK_ROWS - 1) // CHUNK_ROWS
 
         def chunk_logits(i, results):
             chunk = order[i * CHUNK_ROWS : tf.minimum((i + 1) * CHUNK_ROWS, rows)]
-            # At least 1 column: the model reads column 0 even for an all-padding row.
             width = tf.maximum(tf.reduce_max(tf.gather(extent, chunk)), 1)
             cut = {name: tf.gather(value, chunk)[:, :width] for name, value in inputs.items()}
-            return i + 1, results.write(i, tf.cast(self._forward(cut), tf.float32))
+            return i + 1, results.write(i, self._logits(cut))
 
         results = tf.TensorArray(
             tf.float32, size=chunks, infer_shape=False, element_shape=[None, len(self.label_names)]
