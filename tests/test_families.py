@@ -93,6 +93,35 @@ def test_the_export_encoder_in_halves_equals_the_pytorch_model(folder):
     np.testing.assert_allclose(branched.branched(classifier)(inputs), want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("heads, columns", [(3, 8), (2, 7)])
+def test_an_encoder_whose_heads_or_columns_do_not_halve_runs_whole(heads, columns):
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=heads,
+        hidden_dim=12,
+        intermediate_dim=columns,
+        max_sequence_length=16,
+        dropout=0.0,
+    )
+    rng = np.random.default_rng(0)
+    inputs = {
+        "token_ids": rng.integers(0, 50, (2, 9)).astype(np.int32),
+        "segment_ids": np.zeros((2, 9), np.int32),
+        "padding_mask": np.array([[1] * 9, [1] * 5 + [0] * 4], np.int32),
+    }
+    halved = branched.branched(backbone)
+    layers = [x for x in _layers(halved) if isinstance(x, branched.BranchedEncoder)]
+    assert len(layers) == 2 and all(len(x.branch_weights) == 1 for x in layers)
+    want = backbone(inputs)["sequence_output"].numpy()
+    got = halved(inputs)["sequence_output"].numpy()
+    np.testing.assert_allclose(
+        got[inputs["padding_mask"] == 1], want[inputs["padding_mask"] == 1], atol=1e-5
+    )
+
+
 def _layers(keras_model):
     """Every layer, nested models' included."""
     for layer in keras_model.layers:

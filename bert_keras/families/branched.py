@@ -47,7 +47,8 @@ class BranchedEncoder(keras.layers.Layer):
         encoder = layer.encoder if self.cls_only else layer
         attention = encoder._self_attention_layer
         heads, self.head_width = attention._num_heads, attention._key_dim
-        branches = BRANCHES if heads % BRANCHES == 0 else 1
+        columns = encoder._feedforward_intermediate_dense.kernel.shape[1]
+        branches = BRANCHES if heads % BRANCHES == 0 and columns % BRANCHES == 0 else 1
         self.heads = heads // branches
         self.normalize_first = encoder.normalize_first
         self.activation = encoder._feedforward_intermediate_dense.activation
