@@ -41,6 +41,18 @@ class StepCounter(keras.callbacks.Callback):
         self.step = self._epoch_start + (batch + 1) // self.micro
 
 
+class StepClock(keras.callbacks.Callback):
+    """The time at the end of each training step, after `start` when one is given: how the
+    benchmark and the search's budget check time steps."""
+
+    def __init__(self, start: float | None = None):
+        super().__init__()
+        self.stamps = [] if start is None else [start]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Keeps the history's seconds spent training (without the validation that follows each
     epoch) current at every step, and the seconds from the process's start (the command) to the

@@ -30,7 +30,7 @@ import keras
 import optuna
 from absl import app, flags
 
-from bert_keras import backup, durable, logs, pipeline, train
+from bert_keras import backup, callbacks, durable, logs, pipeline, train
 from bert_keras import flags as bert_keras_flags
 from bert_keras.config import RunConfig
 from bert_keras.errors import (
@@ -382,13 +382,10 @@ def check_budget(config: SearchConfig):
         multiple=pipeline.pad_multiple(base.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
-    stamps = []
-    stamp = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda *_, **__: stamps.append(time.time())
-    )
-    classifier.fit(dataset, steps_per_epoch=len(steps), callbacks=[stamp], verbose=0, shuffle=False)
+    clock = callbacks.StepClock()
+    classifier.fit(dataset, steps_per_epoch=len(steps), callbacks=[clock], verbose=0, shuffle=False)
     keras.backend.clear_session()
-    per_row = (stamps[-1] - stamps[1]) / sum(len(b) for b in steps[2:])
+    per_row = (clock.stamps[-1] - clock.stamps[1]) / sum(len(b) for b in steps[2:])
     kind, values = config.space.get("epochs", (CHOICE, (base.epochs,)))
     rows = inputs.tokens["train"].num_rows
     least = rows * min(values) * per_row
