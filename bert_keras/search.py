@@ -32,7 +32,7 @@ from absl import app, flags
 
 from bert_keras import backup, callbacks, durable, logs, pipeline, train
 from bert_keras import flags as bert_keras_flags
-from bert_keras.config import RunConfig
+from bert_keras.config import RESUMABLE_CHANGES, RunConfig
 from bert_keras.errors import (
     TrainingError,
     UsageError,
@@ -189,7 +189,7 @@ def check_dir(config: SearchConfig) -> bool:
         return False
     if config.base.overwrite:
         return False
-    was, now = recorded.read_text().splitlines(), config.identity().splitlines()
+    was, now = (_fixed(text.splitlines()) for text in (recorded.read_text(), config.identity()))
     if was != now:
         changed = [f"now {line}" for line in now if line not in was]
         changed += [f"was {line}" for line in was if line not in now]
@@ -365,6 +365,11 @@ def _best(study):
     """The best finished trial, or None."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return max(done, key=lambda t: t.value, default=None)
+
+
+def _fixed(lines: list[str]) -> list[str]:
+    """A search's flag lines less those a run may change when it resumes."""
+    return [line for line in lines if line.split("=")[0].lstrip("-") not in RESUMABLE_CHANGES]
 
 
 def check_budget(config: SearchConfig):

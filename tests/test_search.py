@@ -104,6 +104,16 @@ def test_a_killed_search_continues_and_finishes_only_the_best_trial(tiny_bert, t
     )
 
 
+def test_a_search_continues_under_what_a_run_may_change_when_it_resumes(tiny_bert, tmp_path):
+    folder = tmp_path / "search"
+    args = search_args(tiny_bert, folder)
+    folder.mkdir()
+    (folder / search.SEARCH_FLAGS).write_text(parse(*args).identity())
+    assert search.check_dir(parse(*args, "--backup_every_steps=7", "--strategy=default"))
+    with pytest.raises(UsageError, match="holds a search of other flags"):
+        search.check_dir(parse(*args, "--max_seq_length=32"))
+
+
 def parse(*args: str) -> search.SearchConfig:
     values = copy.deepcopy(flags.FLAGS)
     values.unparse_flags()
