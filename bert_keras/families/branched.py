@@ -135,7 +135,9 @@ def _halves(encoder, branches: int, cls_only: bool) -> dict:
         return kernel.reshape(kernel.shape[0], -1), bias.reshape(-1)
 
     intermediate = encoder._feedforward_intermediate_dense
-    columns = intermediate.kernel.shape[1] // branches
+    into, into_bias = intermediate.kernel.numpy(), intermediate.bias.numpy()
+    out_of = encoder._feedforward_output_dense.kernel.numpy()
+    columns = into.shape[1] // branches
     output = attention._output_dense.kernel.numpy()  # [heads, head width, width]
     halves = []
     for i in range(branches):
@@ -145,9 +147,9 @@ def _halves(encoder, branches: int, cls_only: bool) -> dict:
         v = projection(attention._value_dense, heads_i)
         half = {
             "o": output[heads_i].reshape(-1, output.shape[-1]),
-            "in": intermediate.kernel.numpy()[:, columns_i],
-            "in_bias": intermediate.bias.numpy()[columns_i],
-            "out": encoder._feedforward_output_dense.kernel.numpy()[columns_i],
+            "in": into[:, columns_i],
+            "in_bias": into_bias[columns_i],
+            "out": out_of[columns_i],
         }
         if cls_only:
             half.update(q=q[0], q_bias=q[1])
