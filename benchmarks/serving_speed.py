@@ -24,7 +24,6 @@ of its own. PyTorch and ONNX Runtime are the optional extra
 """
 
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel 
 from absl import app, flags
 
 from bert_keras import data, model
-from bert_keras.predict import find_export, serving_threads
+from bert_keras.predict import find_export, serving_threads, thread_counts
 from bert_keras.rundir import RunDir
 
 flags.DEFINE_string("run_dir", "runs/emotion", "A finished bert_keras run with an export.")
@@ -140,8 +139,9 @@ def savedmodel_engine(run: RunDir):
 
 def session_engine(run: RunDir):
     tf1 = tf.compat.v1
+    intra, inter = thread_counts()
     threads = tf1.ConfigProto(
-        intra_op_parallelism_threads=1, inter_op_parallelism_threads=os.cpu_count() or 1
+        intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter
     )
     with tf.Graph().as_default() as graph:
         session = tf1.Session(graph=graph, config=threads)

@@ -63,15 +63,22 @@ def find_export(path: Path) -> Path:
     return path
 
 
+def thread_counts() -> tuple[int, int]:
+    """(intra-op, inter-op) threads to serve with: one thread per op, as many ops at once as
+    there are cores. The export's ops are small (a request is cut into chunks of a few rows, and
+    a short text's matrices are small), so splitting each op over threads costs more than it
+    saves, while the chunks and an encoder layer's halves run side by side (docs/performance.md).
+    TF Serving's flags for the same: docs/serving.md."""
+    return 1, os.cpu_count() or 1
+
+
 def serving_threads():
-    """One thread per op, as many ops at once as there are cores: the export's ops are small
-    (a request is cut into chunks of a few rows, and a short text's matrices are small), so
-    splitting each op over threads costs more than it saves, while the chunks run side by side
-    (docs/performance.md). TF Serving's flags for the same: docs/serving.md. Only before
-    TensorFlow has run anything in this process; later, its settings stay."""
+    """`thread_counts()` for this process's TensorFlow. Only before TensorFlow has run anything
+    in this process; later, its settings stay."""
+    intra, inter = thread_counts()
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(os.cpu_count() or 1)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:  # already initialised (an application that ran TensorFlow first)
         pass
 
