@@ -114,7 +114,7 @@ def test_an_encoder_whose_heads_or_columns_do_not_halve_runs_whole(heads, column
     }
     halved = branched.branched(backbone)
     layers = [x for x in _layers(halved) if isinstance(x, branched.BranchedEncoder)]
-    assert len(layers) == 2 and all(len(x.branch_weights) == 1 for x in layers)
+    assert len(layers) == 2 and all(x.branches == 1 for x in layers)
     want = backbone(inputs)["sequence_output"].numpy()
     got = halved(inputs)["sequence_output"].numpy()
     np.testing.assert_allclose(

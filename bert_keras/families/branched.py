@@ -17,6 +17,11 @@ from keras_hub.layers import TransformerEncoder
 from bert_keras.families.transformer import ClsOnlyEncoderLayer
 
 BRANCHES = 2
+# A layer's weights live in one flat variable, each starting on a 64-byte boundary (16 float32):
+# TensorFlow's split hands out such pieces without copying them. Fewer variables, fewer ops per
+# request: a variable costs a handle, a read and, inside the one-chunk test's branches, a switch
+# (docs/performance.md).
+ALIGNMENT = 16
 
 
 def branched(classifier: keras.Model) -> keras.Model:
@@ -54,16 +59,24 @@ class BranchedEncoder(keras.layers.Layer):
         self.activation = encoder._feedforward_intermediate_dense.activation
         self.epsilon = encoder._self_attention_layer_norm.epsilon
         weights = _halves(encoder, branches, self.cls_only)
-        self.branch_weights = [
-            {name: self._constant(f"{name}_{i}", value) for name, value in half.items()}
-            for i, half in enumerate(weights.pop("branches"))
-        ]
-        self.shared = {name: self._constant(name, value) for name, value in weights.items()}
+        halves = weights.pop("branches")
+        self.branches, self.half_names = len(halves), list(halves[0])
+        self.shared_names = list(weights)
+        arrays = [half[n] for half in halves for n in self.half_names] + [*weights.values()]
+        self.shapes = [array.shape for array in arrays]
+        packed, self.sizes = _pack(arrays)
+        self.packed = self.add_weight(name="packed", shape=packed.shape, trainable=False)
+        self.packed.assign(packed)
 
-    def _constant(self, name, value):
-        weight = self.add_weight(name=name, shape=value.shape, trainable=False)
-        weight.assign(value)
-        return weight
+    def _unpack(self):
+        """The layer's weights out of `packed`: each half's, and those the halves share."""
+        pieces = tf.split(self.packed, self.sizes)[::2]  # without the paddings
+        values = iter(
+            p if len(shape) == 1 else tf.reshape(p, shape)
+            for p, shape in zip(pieces, self.shapes, strict=True)
+        )
+        halves = [{name: next(values) for name in self.half_names} for _ in range(self.branches)]
+        return halves, {name: next(values) for name in self.shared_names}
 
     def call(self, x, padding_mask=None):
         shape = tf.shape(x)
@@ -73,27 +86,27 @@ class BranchedEncoder(keras.layers.Layer):
             padding_mask = tf.ones([batch, length], tf.int32)
         masked = (1.0 - tf.cast(padding_mask, x.dtype))[:, None, None, :] * -1e9
         rows = x[:, :1] if self.cls_only else x
-        w = self.shared
+        weights, w = self._unpack()  # each half's, and the shared
 
-        h = self._norm(x, "attention_norm") if self.normalize_first else x
+        h = self._norm(x, w, "attention_norm") if self.normalize_first else x
         flat = tf.reshape(h, [-1, width])
         queries = tf.reshape(rows, [-1, width]) if self.cls_only else None
-        halves = [self._attention(flat, queries, b, masked, batch) for b in self.branch_weights]
+        halves = [self._attention(flat, queries, b, masked, batch) for b in weights]
         x = tf.reshape(tf.add_n(halves), [batch, -1, width]) + w["output_bias"] + rows
         if not self.normalize_first:
-            x = self._norm(x, "attention_norm")
+            x = self._norm(x, w, "attention_norm")
 
-        h = self._norm(x, "feedforward_norm") if self.normalize_first else x
+        h = self._norm(x, w, "feedforward_norm") if self.normalize_first else x
         flat = tf.reshape(h, [-1, width])
         halves = [
             tf.matmul(
                 self.activation(tf.nn.bias_add(tf.matmul(flat, b["in"]), b["in_bias"])), b["out"]
             )
-            for b in self.branch_weights
+            for b in weights
         ]
         x = tf.reshape(tf.add_n(halves), [batch, -1, width]) + w["feedforward_bias"] + x
         if not self.normalize_first:
-            x = self._norm(x, "feedforward_norm")
+            x = self._norm(x, w, "feedforward_norm")
         return x[:, 0] if self.cls_only else x
 
     def _attention(self, flat, queries, b, masked, batch):
@@ -115,10 +128,21 @@ class BranchedEncoder(keras.layers.Layer):
             [0, 2, 1, 3],
         )
 
-    def _norm(self, x, name):
+    def _norm(self, x, w, name):
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        gamma, beta = self.shared[f"{name}_gamma"], self.shared[f"{name}_beta"]
+        gamma, beta = w[f"{name}_gamma"], w[f"{name}_beta"]
         return tf.nn.batch_normalization(x, mean, variance, beta, gamma, self.epsilon)
+
+
+def _pack(arrays) -> tuple[np.ndarray, list[int]]:
+    """The arrays end to end in one flat float32 array, each padded to start on a 64-byte
+    boundary; and the sizes that split it back (array, padding, array, padding, ...)."""
+    pieces, sizes = [], []
+    for array in arrays:
+        padding = -array.size % ALIGNMENT
+        pieces += [array.reshape(-1), np.zeros(padding, np.float32)]
+        sizes += [array.size, padding]
+    return np.concatenate(pieces).astype(np.float32), sizes
 
 
 def _halves(encoder, branches: int, cls_only: bool) -> dict:
