@@ -86,12 +86,12 @@ class BranchedEncoder(keras.layers.Layer):
             padding_mask = tf.ones([batch, length], tf.int32)
         masked = (1.0 - tf.cast(padding_mask, x.dtype))[:, None, None, :] * -1e9
         rows = x[:, :1] if self.cls_only else x
-        weights, w = self._unpack()  # each half's, and the shared
+        per_half, w = self._unpack()  # each half's weights, and the shared
 
         h = self._norm(x, w, "attention_norm") if self.normalize_first else x
         flat = tf.reshape(h, [-1, width])
         queries = tf.reshape(rows, [-1, width]) if self.cls_only else None
-        halves = [self._attention(flat, queries, b, masked, batch) for b in weights]
+        halves = [self._attention(flat, queries, b, masked, batch) for b in per_half]
         x = tf.reshape(tf.add_n(halves), [batch, -1, width]) + w["output_bias"] + rows
         if not self.normalize_first:
             x = self._norm(x, w, "attention_norm")
@@ -102,7 +102,7 @@ class BranchedEncoder(keras.layers.Layer):
             tf.matmul(
                 self.activation(tf.nn.bias_add(tf.matmul(flat, b["in"]), b["in_bias"])), b["out"]
             )
-            for b in weights
+            for b in per_half
         ]
         x = tf.reshape(tf.add_n(halves), [batch, -1, width]) + w["feedforward_bias"] + x
         if not self.normalize_first:
