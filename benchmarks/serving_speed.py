@@ -19,8 +19,10 @@ over every test text sent alone, and throughput at batch 8 and 64 over the test 
 engine's load, first request after load, peak memory (serving the test split at batch 64) and
 latency at batch 1 alone (no other engine's threads spinning between its requests, as
 PyTorch's and ONNX Runtime's do after each call by default) are measured in a fresh process
-of its own. PyTorch and ONNX Runtime are the optional extra
-`pip install -e ".[bench]"`; without them only the SavedModel is measured.
+of its own, the engines' processes in turn for `--cold_rounds` rounds, each figure the median
+over them (one process' alone latency moves between processes: docs/performance.md). PyTorch
+and ONNX Runtime are the optional extra `pip install -e ".[bench]"`; without them only the
+SavedModel is measured.
 """
 
 import json
@@ -46,6 +48,7 @@ flags.DEFINE_string("run_dir", "runs/emotion", "A finished bert_keras run with a
 flags.DEFINE_integer("latency_requests", 0, "Single-text requests per engine (0: every text).")
 flags.DEFINE_integer("throughput_rounds", 3, "Passes over the test split per engine and size.")
 flags.DEFINE_list("batch_sizes", ["8", "64"], "Texts per call in the throughput rounds.")
+flags.DEFINE_integer("cold_rounds", 3, "Fresh processes per engine, in turn, for the cold figures.")
 flags.DEFINE_string("child", None, "Internal: measure one engine's cold start in this process.")
 flags.DEFINE_string("onnx_dir", None, "Internal: where the PyTorch and ONNX models are.")
 FLAGS = flags.FLAGS
@@ -350,8 +353,14 @@ def main(argv):
         for name in names:
             results[name][f"batch_{size}_texts_per_second"] = statistics.median(rounds[name])
 
-    for name in names:  # cold: each in a process of its own
-        results[name].update(cold(name, run, onnx_dir))
+    colds = {name: [] for name in names}  # each in a process of its own, in turn
+    for _ in range(FLAGS.cold_rounds):
+        for name in names:
+            colds[name].append(cold(name, run, onnx_dir))
+    for name in names:
+        results[name].update(
+            {key: statistics.median(c[key] for c in colds[name]) for key in colds[name][0]}
+        )
     print_table(results)
     print(json.dumps(results))
 
