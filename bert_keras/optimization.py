@@ -10,6 +10,10 @@ import tensorflow as tf
 # Substrings of variable names that get no weight decay: biases and LayerNorm's scale and
 # offset (keras names them gamma and beta), as in the original BERT optimizer.
 NO_DECAY = ["bias", "gamma", "beta"]
+# The moving average of the weights (--ema_momentum) is updated every this many steps, with the
+# momentum of that many steps: the same window, for a quarter of the reads and writes of every
+# weight that each update costs (docs/search.md).
+EMA_EVERY = 4
 
 
 @keras.saving.register_keras_serializable("bert_keras")
@@ -87,6 +91,22 @@ class AdamW(keras.optimizers.AdamW):
             # (and PyTorch's AdamW) makes it, so every row's moments decay each step.
             grad=tf.convert_to_tensor(gradient),
         )
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras' update (the first step copies the weights) every `EMA_EVERY` steps, with
+        momentum^EMA_EVERY."""
+        momentum = self.ema_momentum**EMA_EVERY
+
+        def update():
+            first = tf.cast(tf.equal(self.iterations, 0), tf.float32)
+            for variable, average in zip(
+                trainable_variables, self._model_variables_moving_average, strict=True
+            ):
+                if average is not None:
+                    kept = tf.cast(momentum * (1 - first), average.dtype)
+                    average.assign(kept * average + (1 - kept) * variable)
+
+        tf.cond(self.iterations % EMA_EVERY == 0, update, lambda: None)
 
     def _get_current_learning_rate(self):
         # Keras gives the schedule its count of micro-batches under gradient accumulation; the

@@ -249,11 +249,13 @@ def test_layer_decay_is_refused_for_albert():
 
 def test_validation_sees_the_moving_average_and_training_the_weights(tiny_bert):
     """With --ema_momentum, what validation and the best checkpoint see at an epoch's end
-    (between the two swaps `callbacks.for_run` places) is the average of the weights after each
-    step, computed here in numpy; training goes on from the weights themselves."""
+    (between the two swaps `callbacks.for_run` places) is the average of the weights after every
+    `EMA_EVERY`-th step (the first, the fifth, ...; epochs here end between them), computed here
+    in numpy; training goes on from the weights themselves."""
     from bert_keras.callbacks import EmaWeights
+    from bert_keras.optimization import EMA_EVERY
 
-    momentum = 0.6
+    momentum, steps = 0.6, EMA_EVERY + 2
     classifier = _tiny_classifier(tiny_bert, f"--ema_momentum={momentum}")
     batch = _batch(json.loads((tiny_bert / "config.json").read_text())["vocab_size"])
     after_step, at_validation = [], []
@@ -269,19 +271,20 @@ def test_validation_sees_the_moving_average_and_training_the_weights(tiny_bert):
         snapshot(("on_epoch_end", at_validation)),
         EmaWeights(),
     ]
-    dataset = tf.data.Dataset.from_tensors((batch, np.array([0, 1, 2, 0]))).repeat(4)
+    dataset = tf.data.Dataset.from_tensors((batch, np.array([0, 1, 2, 0]))).repeat()
     classifier.fit(
-        dataset, epochs=2, steps_per_epoch=2, callbacks=run_callbacks, verbose=0, shuffle=False
+        dataset, epochs=2, steps_per_epoch=steps, callbacks=run_callbacks, verbose=0, shuffle=False
     )
     trainable = [i for i, w in enumerate(classifier.weights) if w.trainable]
+    kept = momentum**EMA_EVERY
     average = [after_step[0][i] for i in trainable]  # Keras' first step: the weights
     for step, weights in enumerate(after_step[1:], start=2):
-        average = [
-            momentum * a + (1 - momentum) * weights[i]
-            for a, i in zip(average, trainable, strict=True)
-        ]
-        if step % 2 == 0:  # an epoch's end
-            seen = at_validation[step // 2 - 1]
+        if (step - 1) % EMA_EVERY == 0:
+            average = [
+                kept * a + (1 - kept) * weights[i] for a, i in zip(average, trainable, strict=True)
+            ]
+        if step % steps == 0:  # an epoch's end
+            seen = at_validation[step // steps - 1]
             for a, i in zip(average, trainable, strict=True):
                 np.testing.assert_allclose(seen[i], a, rtol=1e-5, atol=1e-6)
     assert (
