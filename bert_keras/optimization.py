@@ -93,20 +93,10 @@ class AdamW(keras.optimizers.AdamW):
         )
 
     def _update_model_variables_moving_average(self, trainable_variables):
-        """Keras' update (the first step copies the weights) every `EMA_EVERY` steps, with
-        momentum^EMA_EVERY."""
-        momentum = self.ema_momentum**EMA_EVERY
-
-        def update():
-            first = tf.cast(tf.equal(self.iterations, 0), tf.float32)
-            for variable, average in zip(
-                trainable_variables, self._model_variables_moving_average, strict=True
-            ):
-                if average is not None:
-                    kept = tf.cast(momentum * (1 - first), average.dtype)
-                    average.assign(kept * average + (1 - kept) * variable)
-
-        tf.cond(self.iterations % EMA_EVERY == 0, update, lambda: None)
+        """Keras' update (the first step copies the weights), every `EMA_EVERY` steps:
+        `ema_momentum` is per update (`adamw` sets it)."""
+        update = super()._update_model_variables_moving_average
+        tf.cond(self.iterations % EMA_EVERY == 0, lambda: update(trainable_variables), lambda: None)
 
     def _get_current_learning_rate(self):
         # Keras gives the schedule its count of micro-batches under gradient accumulation; the
@@ -209,7 +199,7 @@ def adamw(
         clip_norm=clip_norm,
         layer_scale=layer_scale,
         use_ema=ema_momentum > 0,
-        ema_momentum=ema_momentum or 0.99,
+        ema_momentum=ema_momentum**EMA_EVERY,  # per step -> per update
         learning_rate=schedule,
         weight_decay=weight_decay,
         epsilon=1e-6,
