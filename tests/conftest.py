@@ -121,7 +121,51 @@ HARD_STRINGS = [
     "antidisestablishmentarianism " + "x" * 150,
     " ".join(["word"] * 5000),  # far beyond max_seq_length: truncated
     "x" * 100_000,  # one word of 100,000 characters
+    # What normalisers treat specially (issue 29): compatibility characters (ligatures,
+    # fractions, super- and subscripts, fullwidth and halfwidth forms, circled and parenthesized,
+    # letterlike, mathematical alphanumerics, Roman numerals, presentation forms, squared units)
+    "ﬁnancial ﬂoor ½ ™ ﬀ ﬃ ℃ № ℡ ㎏ ㍿",
+    "ｗｗｗ lol ＡＢＣ abc ｶﾀｶﾅ ﾊﾟﾋﾟ x² H₂O ① ⑴ Ⅻ ⅻ ℌ𝔥 𝐁𝐨𝐥𝐝 𝟙𝟚 ﻼ ﷺ",
+    # case specials: sharp s, dotless and dotted i, final sigma, titlecase digraphs, Kelvin
+    "ß straße STRASSE ẞ ı İstanbul İ ΟΔΟΣ ὈΔΥΣΣΕΎΣ Ǆemal ǅ ǈ K Å ﬅ",
+    # combining sequences (marks out of canonical order), enclosing marks, Hangul jamo
+    "e\u0301\u0316 a\u0316\u0301 q\u0307\u0323 ộ o\u0302\u0323 1\u20e3 ᄒ\u1161\u11ab",
+    # emoji: skin tones, variation selectors, ZWJ sequences, flags, keycaps
+    "❤️ ☺︎ 👨\u200d👩\u200d👧 🏳️\u200d🌈 🇩🇪 #️⃣ 👍🏿 …",
+    "Ich möchte ein Stück Kuchen, aber die Bäckerei hat geschlossen… schade!",
+    "東京の天気は晴れです。ﾃｽﾄ、テスト、ｔｅｓｔ。",
+    "서울은 한국의 수도입니다. 오늘 날씨가 정말 좋네요!",
+    "मुझे यह फ़िल्म बहुत पसंद आई, लेकिन अंत थोड़ा धीमा था।",
+    "Tiếng Việt có nhiều dấu: ắ ằ ẳ ẵ ặ, và chữ đ.",
+    "İstanbul'da ılık bir gün; ŞİMDİ ÇIĞLIK ATMA!",
+    "مرحبا بالعالم! هذا اختبار ﻻ ﷲ",
+    "ไม่เป็นไร ขอบคุณมากครับ",
 ]
+
+
+CODE_POINTS_PER_TEXT = 6
+
+
+def assigned_code_points() -> list[str]:
+    """Every code point assigned in Python's Unicode tables, private use included."""
+    import unicodedata
+
+    return [
+        chr(c)
+        for c in range(0x110000)
+        if not 0xD800 <= c < 0xE000 and unicodedata.category(chr(c)) != "Cn"
+    ]
+
+
+def code_point_texts(chars: list[str]) -> list[str]:
+    """Each of `chars` alone and inside a word (`c abccd`), CODE_POINTS_PER_TEXT to a text
+    (issue 29's bulk parity corpus: ids only, no model)."""
+    n = CODE_POINTS_PER_TEXT
+    return [" ".join(map(alone_and_in_a_word, chars[s : s + n])) for s in range(0, len(chars), n)]
+
+
+def alone_and_in_a_word(char: str) -> str:
+    return f"{char} ab{char}cd"
 
 
 def hugging_face_inputs(model: Path | str, texts: list, max_seq_length: int) -> dict:

@@ -1,9 +1,11 @@
-"""The export's in-graph tokenizer gives exactly the training tokenizer's ids."""
+"""The export's in-graph tokenizer gives exactly the training tokenizer's ids: the embedded
+model's (uncased) WordPiece, and the same vocabulary cased and lowercased without stripping
+accents, on every assigned code point, the hard strings and emotion's texts."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import HARD_STRINGS, emotion_texts
+from conftest import HARD_STRINGS, assigned_code_points, code_point_texts, emotion_texts
 
 from bert_keras import checkpoint, tokenize
 from bert_keras.families import for_model_type
@@ -12,11 +14,31 @@ from bert_keras.serving.wordpiece import WordPieceTokenizer
 MAX_SEQ_LENGTH = 128
 
 
-@pytest.fixture(scope="module")
-def tokenizers():
+# The embedded tokenizer's BertNormalizer settings: as shipped (uncased), cased, and lowercase
+# without stripping accents.
+VARIANTS = {
+    "uncased": {},
+    "cased": {"do_lower_case": False},
+    "lowercase_keeps_accents": {"strip_accents": False},
+}
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def tokenizers(request):
     ckpt = checkpoint.resolve(checkpoint.EMBEDDED_NAME, MAX_SEQ_LENGTH)
     hf = tokenize.load_tokenizer(ckpt)
+    if request.param != "uncased":
+        import transformers
+
+        hf = transformers.BertTokenizerFast(vocab=hf.get_vocab(), **VARIANTS[request.param])
+        hf.name_or_path = str(ckpt.source)
     return hf, WordPieceTokenizer(for_model_type("bert", "").tokenizer_spec(hf), MAX_SEQ_LENGTH)
+
+
+def test_every_assigned_code_point_alone_and_in_a_word(tokenizers):
+    texts = code_point_texts(assigned_code_points())
+    for start in range(0, len(texts), 10_000):
+        _assert_same_ids(texts[start : start + 10_000], *tokenizers)
 
 
 def _assert_same_ids(texts, hf, in_graph):

@@ -2,13 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import emotion_rows, hugging_face_inputs, run_cli, tiny_train_args
+from conftest import HARD_STRINGS, emotion_rows, hugging_face_inputs, run_cli, tiny_train_args
 from sklearn.metrics import f1_score
 
 from bert_keras import checkpoint, model, tokenize
@@ -197,6 +198,35 @@ def test_embedded_model_for_a_few_steps(tmp_path):
     assert m["model"] == "all-MiniLM-L6-v2"
     assert m["test"]["examples"] == 2000
     assert "micro-F1" in result.stdout and "F1 surprise" in result.stdout
+    _answers_text_as_hugging_face_ids(Path(m["export"]))
+
+
+# Issue 29's table: texts the first export of the main job answered unlike the trained model.
+ISSUE_29_TEXTS = [
+    "ﬁnancial ﬂoor ½ ™",
+    "ｗｗｗ lol",
+    "ｶﾀｶﾅ",
+    "x² H₂O",
+    "ß straße",
+    "ＡＢＣ abc",
+    "ﬀ",
+    "Ǆemal",
+    "① Ⅻ ㎏",
+    "wait… what",
+]
+
+
+def _answers_text_as_hugging_face_ids(export_dir):
+    """The embedded model's export answers raw text as it answers the Hugging Face tokenizer's
+    ids for the same texts."""
+    texts = ISSUE_29_TEXTS + HARD_STRINGS
+    loaded = tf.saved_model.load(str(export_dir))
+    ids = hugging_face_inputs(checkpoint.embedded_folder(), texts, 128)
+    by_ids = loaded.signatures["serve_token_ids"](**{k: tf.constant(v) for k, v in ids.items()})
+    by_text = loaded.signatures["serving_default"](text=tf.constant(texts))
+    want = by_ids["probabilities"].numpy()
+    assert np.ptp(want, axis=0).max() > 1e-3  # the texts are told apart
+    np.testing.assert_allclose(by_text["probabilities"].numpy(), want, atol=1e-5)
 
 
 def test_bfloat16_training_exports_a_float32_model(tiny_bert, tmp_path):

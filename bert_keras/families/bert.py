@@ -9,7 +9,7 @@ and DistilBERT, BERT distilled: 6 layers, no segment ids, no pooler.
 import keras_hub
 
 from bert_keras.errors import UsageError, cause
-from bert_keras.families import Family, register, transformer
+from bert_keras.families import Family, register, transformer, wordpiece
 from bert_keras.serving.wordpiece import Vocab, WordPieceTokenizer
 
 OFFLINE_HINT = "Offline, use a local folder or `all-MiniLM-L6-v2`."
@@ -53,28 +53,7 @@ class Bert(Family):
         )
 
     def tokenizer_spec(self, tokenizer) -> Vocab:
-        by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-        tokens = [t for t, _ in by_id]
-        if [i for _, i in by_id] != list(range(len(tokens))):
-            raise UsageError(
-                "the tokenizer's vocab ids are not 0..n-1; bert_keras needs a BERT vocab."
-            )
-        normalizer = tokenizer.backend_tokenizer.normalizer
-        lowercase = bool(getattr(normalizer, "lowercase", False))
-        strip_accents = getattr(normalizer, "strip_accents", None)
-        if strip_accents is not None and strip_accents != lowercase:
-            raise UsageError(
-                "the tokenizer strips accents without lowercasing (or the reverse), which the "
-                "in-graph tokenizer cannot reproduce; use a standard cased or uncased BERT vocab."
-            )
-        return Vocab(
-            tokens=tokens,
-            lowercase=lowercase,
-            unk_token=tokenizer.unk_token,
-            cls_id=tokenizer.cls_token_id,
-            sep_id=tokenizer.sep_token_id,
-            pad_id=tokenizer.pad_token_id,
-        )
+        return wordpiece.spec(tokenizer)
 
     def in_graph_tokenizer(self, spec: Vocab, max_seq_length: int) -> WordPieceTokenizer:
         return WordPieceTokenizer(spec, max_seq_length)

@@ -1,11 +1,12 @@
 """What the SentencePiece families (XLM-RoBERTa, ALBERT) share: reading a Hugging Face
 SentencePiece tokenizer into what the graph needs, and refusing one it cannot reproduce."""
 
+import base64
 import json
 from pathlib import Path
 
 from bert_keras.errors import UsageError
-from bert_keras.families import Family
+from bert_keras.families import Family, probe
 from bert_keras.serving.pairs import Specials
 from bert_keras.serving.sentencepiece import STEPS, SentencePieceSpec, SentencePieceTokenizer
 
@@ -42,7 +43,8 @@ def spec(tokenizer, model_file_name: str, pair_separators: int) -> SentencePiece
     return SentencePieceSpec(
         model=model_file.read_bytes(),
         vocab=[t for t, _ in by_id],
-        steps=steps,
+        steps=[_with_tables(step) for step in steps],
+        whitespace=_whitespace(backend),
         unk_id=tokenizer.unk_token_id,
         specials=Specials(
             tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, pair_separators
@@ -72,6 +74,30 @@ def _steps(backend: dict, name: str) -> list[dict]:
     if backend["model"]["type"] != "Unigram":
         return _refuse(name, f"its model is {backend['model']['type']}, not a Unigram")
     return steps[:-1]
+
+
+def _with_tables(step: dict) -> dict:
+    """A step with the characters it changes, as the `tokenizers` library has them, where TF's
+    Unicode tables differ: StripAccents' marks (a class), Lowercase's table."""
+    from tokenizers import normalizers
+
+    if step["type"] == "StripAccents":
+        stripped = probe.changed(normalizers.StripAccents())
+        return {**step, "marks": probe.char_class(c for c, out in stripped.items() if out == "")}
+    if step["type"] == "Lowercase":
+        return {**step, "table": probe.changed(normalizers.Lowercase())}
+    return step
+
+
+def _whitespace(backend: dict) -> str:
+    """What the pre-tokenizer splits at beyond the space (U+0085 and the like: SentencePiece
+    splits at spaces only) and the character map leaves as it is."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    split = probe.split_classes(pre_tokenizers.WhitespaceSplit())["whitespace"]
+    charsmap = backend["normalizer"].get("normalizers", [backend["normalizer"]])[-1]
+    charsmap = normalizers.Precompiled(base64.b64decode(charsmap["precompiled_charsmap"]))
+    return probe.char_class(c for c in split if charsmap.normalize_str(c) == c != " ")
 
 
 def _refuse(name: str, why: str):

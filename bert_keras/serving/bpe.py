@@ -92,7 +92,12 @@ def _table(keys, values, default):
 
 def _gpt2_split(text) -> tf.RaggedTensor:
     """GPT-2's pre-tokenization of each text: [texts, pieces] of strings."""
-    pieces, begins, ends = tf_text.regex_split_with_offsets(text, SPLIT, SPLIT)
+    # TF Text's regex split reads a NUL as the end of the text. The split runs on a copy with
+    # "!" for each NUL: of the same length and in the same class of GPT-2's pattern (neither is
+    # whitespace, a letter, a digit or an apostrophe); the pieces are cut from the text itself.
+    pieces, begins, ends = tf_text.regex_split_with_offsets(
+        tf.strings.regex_replace(text, r"\x00", "!"), SPLIT, SPLIT
+    )
     cuts = _gpt2_cuts(pieces, begins, ends)
     starts, rows = cuts.flat_values, cuts.value_rowids()
     lengths = tf.cast(tf.strings.length(text), tf.int64)

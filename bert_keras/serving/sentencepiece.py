@@ -17,6 +17,7 @@ import hashlib
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from bert_keras.serving.characters import CodePointMap, literal, replace
 from bert_keras.serving.pairs import InGraphTokenizer, Specials
 
 PRIVATE_USE = "\ue000"
@@ -28,7 +29,9 @@ STEPS = ("Replace", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Lowercase")
 class SentencePieceSpec:
     model: bytes  # the SentencePiece model proto (spiece.model, sentencepiece.bpe.model)
     vocab: list[str]  # the Hugging Face vocabulary: index = id
-    steps: list[dict]  # normaliser steps before the character map, as in tokenizer.json
+    steps: list[dict]  # normaliser steps before the character map, as in tokenizer.json, with
+    # what StripAccents strips (`marks`, a class) and Lowercase's `table`
+    whitespace: str  # a class of what the pre-tokenizer also splits at, made spaces
     unk_id: int
     specials: Specials
 
@@ -43,6 +46,7 @@ class SentencePieceTokenizer(InGraphTokenizer):
     def __init__(self, spec: SentencePieceSpec, max_seq_length: int):
         super().__init__(spec.specials, max_seq_length)
         self.spec = spec
+        self.normalisers = [_normaliser(step) for step in spec.steps]
         self.pieces = tf_text.SentencepieceTokenizer(model=spec.model, out_type=tf.string)
         self.ids = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
@@ -52,11 +56,12 @@ class SentencePieceTokenizer(InGraphTokenizer):
         )
 
     def _ids(self, text) -> tf.RaggedTensor:
-        # SentencePiece's C++ (and tf.strings.lower) read a NUL as the end of the text; Hugging
+        # SentencePiece's C++ reads a NUL as the end of the text; Hugging
         # Face keeps it as an unknown character. A private-use character is unknown alike.
         text = tf.strings.regex_replace(text, r"\x00", PRIVATE_USE)
-        for step in self.spec.steps:
-            text = _normalise(text, step)
+        for normalise in self.normalisers:
+            text = normalise(text)
+        text = replace(text, self.spec.whitespace, " ")
         return tf.ragged.map_flat_values(self.ids.lookup, self.pieces.tokenize(text))
 
     def assets(self) -> dict[str, bytes | str]:
@@ -72,21 +77,16 @@ class SentencePieceTokenizer(InGraphTokenizer):
         }
 
 
-def _normalise(text, step: dict):
+def _normaliser(step: dict):
+    """A step as a function of the text (a CodePointMap, a tf.Module, for Lowercase)."""
     kind = step["type"]
     if kind == "Replace":
-        return tf.strings.regex_replace(
-            text, _literal(step["pattern"]["String"]), step["content"].replace("\\", "\\\\")
-        )
+        pattern, content = literal(step["pattern"]["String"]), step["content"].replace("\\", "\\\\")
+        return lambda text: tf.strings.regex_replace(text, pattern, content)
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
-        return tf_text.normalize_utf8(text, kind)
-    if kind == "StripAccents":  # the Hugging Face step drops nonspacing marks
-        return tf.strings.regex_replace(text, r"\p{Mn}", "")
+        return lambda text: tf_text.normalize_utf8(text, kind)
+    if kind == "StripAccents":
+        return lambda text: replace(text, step["marks"], "")
     if kind == "Lowercase":
-        return tf.strings.lower(text, encoding="utf-8")
+        return CodePointMap(step["table"])
     raise ValueError(f"normaliser step {kind} is not one of {STEPS}")
-
-
-def _literal(string: str) -> str:
-    """An RE2 pattern matching `string` literally."""
-    return "".join(c if c.isalnum() else f"\\x{{{ord(c):x}}}" for c in string)

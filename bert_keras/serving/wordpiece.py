@@ -1,8 +1,16 @@
 """WordPiece in the graph (BERT, DistilBERT): raw text -> the Hugging Face tokenizer's ids.
 
-TF Text's FastBertTokenizer, built from the training tokenizer's vocab and normalisation, plus
-the two things the Hugging Face BERT normaliser does differently: it deletes control characters
-where TF Text makes them spaces, and it never fails on invalid UTF-8.
+The Hugging Face BERT tokenizer's three stages as TensorFlow ops, each character class as the
+`tokenizers` library draws it (`bert_keras/families/wordpiece.py` reads them):
+- normaliser: delete control characters, whitespace to spaces, spaces around Chinese
+  characters (regex replaces), NFD and drop nonspacing marks (TF Text's NormalizeUTF8, a regex),
+  lowercase (a code point table: TF's ICU lowercases fewer letters than Rust);
+- pre-tokenizer: split at whitespace, each punctuation character a word of its own;
+- TF Text's FastWordpieceTokenizer on each word, a word longer than `max_chars_per_word`
+  characters being one unknown token.
+
+TF Text's FastBertTokenizer is not used: its normaliser folds case and compatibility characters
+(`ﬁ` -> `fi`, fullwidth -> ASCII) where Hugging Face's keeps them.
 
 >>> tokenizer = WordPieceTokenizer(vocab, max_seq_length=128)
 >>> tokenizer(tf.constant(["i feel great"]))["token_ids"]
@@ -15,12 +23,22 @@ import hashlib
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from bert_keras.serving.characters import CodePointMap, replace
 from bert_keras.serving.pairs import InGraphTokenizer, Specials
 
-# What the Hugging Face BERT normaliser deletes: control and format characters (Unicode
-# category C) except tab, newline and carriage return, which are whitespace, and U+FFFD. TF
-# Text's normaliser would turn them into spaces, splitting words HF keeps whole.
-DELETED_CHARS = r"[^\P{C}\t\n\r]|\x{fffd}"
+
+@dataclasses.dataclass(frozen=True)
+class BertRules:
+    """The character classes (RE2, "" for an empty class) of a BERT normaliser and
+    pre-tokenizer."""
+
+    deleted: str  # control and format characters
+    spaces: str  # whitespace other than " ", made " "
+    chinese: str  # CJK ideographs, each made a word of its own
+    marks: str | None  # after NFD, dropped; None: accents kept (no NFD)
+    lowercase: dict[str, str]  # each character's lowercase, where it differs; {}: cased
+    whitespace: str  # what the pre-tokenizer splits at
+    punctuation: str  # what it isolates
 
 
 @dataclasses.dataclass
@@ -28,11 +46,13 @@ class Vocab:
     """What the in-graph tokenizer needs to reproduce the training tokenizer."""
 
     tokens: list[str]  # index = token id
-    lowercase: bool  # lowercase + NFD + strip accents (BERT uncased), or neither (cased)
     unk_token: str
     cls_id: int
     sep_id: int
     pad_id: int
+    rules: BertRules
+    suffix_indicator: str = "##"
+    max_chars_per_word: int = 100
 
     @property
     def sha256(self) -> str:
@@ -47,16 +67,38 @@ class WordPieceTokenizer(InGraphTokenizer):
     def __init__(self, vocab: Vocab, max_seq_length: int):
         super().__init__(Specials(vocab.cls_id, vocab.sep_id, vocab.pad_id), max_seq_length)
         self.vocab = vocab
-        self.fast_bert = tf_text.FastBertTokenizer(
+        self.wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=vocab.tokens,
-            lower_case_nfd_strip_accents=vocab.lowercase,
-            unknown_token=vocab.unk_token,
+            suffix_indicator=vocab.suffix_indicator,
+            max_bytes_per_word=4 * vocab.max_chars_per_word,  # longer words never reach it
             token_out_type=tf.int32,
+            unknown_token=vocab.unk_token,
+            no_pretokenization=True,
         )
+        self.lower = CodePointMap(vocab.rules.lowercase) if vocab.rules.lowercase else None
 
     def _ids(self, text) -> tf.RaggedTensor:
-        text = tf.strings.regex_replace(text, DELETED_CHARS, "")  # U+FFFD among them
-        return self.fast_bert.tokenize(text)
+        words = self._words(self._normalise(text))
+        chars = tf.strings.length(words.flat_values, unit="UTF8_CHAR")
+        long = chars > self.vocab.max_chars_per_word
+        words = words.with_flat_values(tf.where(long, self.vocab.unk_token, words.flat_values))
+        return self.wordpiece.tokenize(words).merge_dims(1, 2)
+
+    def _normalise(self, text):
+        rules = self.vocab.rules
+        text = replace(text, rules.deleted, "")
+        text = replace(text, rules.spaces, " ")
+        text = replace(text, rules.chinese, r" \0 ")
+        if rules.marks is not None:
+            text = replace(tf_text.normalize_utf8(text, "NFD"), rules.marks, "")
+        return self.lower(text) if self.lower else text
+
+    def _words(self, text) -> tf.RaggedTensor:
+        rules = self.vocab.rules
+        text = replace(text, rules.whitespace, " ")
+        text = replace(text, rules.punctuation, r" \0 ")
+        words = tf.strings.split(text, sep=" ")
+        return tf.ragged.boolean_mask(words, words != "")
 
     def assets(self) -> dict[str, str]:
         """Files the export carries beside the graph (assets/)."""
@@ -68,5 +110,6 @@ class WordPieceTokenizer(InGraphTokenizer):
             "tokenizer": self.kind,
             "vocab_size": len(self.vocab.tokens),
             "vocab_sha256": self.vocab.sha256,
-            "lowercase": self.vocab.lowercase,
+            "lowercase": bool(self.vocab.rules.lowercase),
+            "strip_accents": self.vocab.rules.marks is not None,
         }
