@@ -178,3 +178,19 @@ def test_predictor_runs_one_thread_per_op_and_an_op_per_core(export_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     intra, inter, cores = map(int, result.stdout.split())
     assert (intra, inter) == (1, cores)
+
+
+def test_an_export_written_before_issue_29_is_still_served_unchanged():
+    """Exports keep the tokenizer graph they were written with (FastBertTokenizer's, before
+    issue 29): Predictor answers what that export answered when it was written."""
+    from test_export import export_ops
+
+    from bert_keras.predict import Predictor
+
+    fixture = REPO / "tests" / "fixtures" / "export_before_issue_29"
+    recorded = json.loads((fixture / "answers.json").read_text())
+    assert "FastBertNormalize" in export_ops(fixture / "1")
+    predictor = Predictor(fixture / "1")
+    got = predictor.outputs(recorded["texts"])["probabilities"]
+    np.testing.assert_allclose(got, recorded["probabilities"], rtol=0, atol=1e-6)
+    assert [a["label"] for a in predictor(recorded["texts"])] == recorded["label"]
