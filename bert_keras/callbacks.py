@@ -271,13 +271,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         raise TrainingError(f"the {what} became {loss} {when} step {step}; {kept}. {self.advice}")
 
 
+class RunCallback(keras.callbacks.Callback):
+    """A Keras callback that also reads the run's history (every validation so far, resumed ones
+    included: `results.History`) and the run's length in steps, which `tell_run` gives it before
+    training."""
+
+    history: History | None = None
+    total_steps: int = 0
+
+
+def tell_run(callbacks, history: History, total_steps: int):
+    for callback in callbacks:
+        if isinstance(callback, RunCallback):
+            callback.history, callback.total_steps = history, total_steps
+
+
 def for_run(history: History, config, run, validation, step_log: StepLog, backup) -> list:
     """The run's callbacks in their order: the step counter (`step_log.counter`) and the timer;
     validation (F1Callback) before everything that reads its epoch; the non-finite check before
     anything saves; the best checkpoint, the step log and the backup; TensorBoard last (it reads
     the validation figures from `logs`). `validation`: (dataset, labels, label names); `run`:
-    the RunDir this process writes. With --ema_momentum, validation and the best checkpoint see
-    the weights' moving average (`EmaWeights`)."""
+    the RunDir this process writes; `config`: the TrainConfig. With --ema_momentum, validation
+    and the best checkpoint see the weights' moving average (`EmaWeights`)."""
     advice = (
         f"Lower --learning_rate (now {config.learning_rate:g}) or --clip_norm (now "
         f"{config.clip_norm:g}) and start over with --overwrite."

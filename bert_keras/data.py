@@ -32,9 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bert_keras.config import RunConfig, dataset_name
+from bert_keras.config import COMPRESSIONS, DataConfig
 from bert_keras.errors import UsageError, cause
-from bert_keras.flags import TRAINER
 from bert_keras.task import MULTI_LABEL, REGRESSION, SINGLE_LABEL, Task
 
 SPLITS = ("train", "validation", "test")
@@ -44,6 +43,14 @@ EMOTION_DIR = Path(__file__).parent / "resources" / "emotion"
 # Regression rows are stratified by these many quantile bins of their score.
 SCORE_BINS = 10
 CHUNK_ROWS = 100_000  # rows read at a time where a whole split is scanned
+# A data file's loader in `datasets`, and its options, by the file's suffix.
+FILE_FORMATS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
 
 
 @dataclasses.dataclass
@@ -58,31 +65,29 @@ class LabeledData:
         return list(self.task.label_names)
 
 
-def load(dataset: str = "emotion", **flags) -> LabeledData:
+def load(dataset: str = "emotion", seed: int = 42, **flags) -> LabeledData:
     """The data set with the trainer's data flags (`flags`, by name) at their defaults."""
     if isinstance(flags.get("label_names"), str):
         flags["label_names"] = [n for n in flags["label_names"].split(",") if n]
     flags = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
-    return from_config(RunConfig.parse([]).replace(dataset=dataset, **flags))
+    return from_config(DataConfig(dataset=dataset, **flags), seed)
 
 
-def from_config(config: RunConfig, dataset: str | None = None, split: str | None = None):
-    """The data a run's config names (or `dataset`, read with the run's column flags). With
+def from_config(config: DataConfig, seed: int, split: str | None = None) -> LabeledData:
+    """The data a run's data flags name; `seed` draws the splits carved off train. With
     `split`, a report of that split: the test split is always whole."""
-    dataset = dataset or config.dataset
-    source = str(EMOTION_DIR) if dataset == "emotion" and not os.path.exists(dataset) else dataset
-    raw, names_file = _read(source, config.dataset_config)
+    raw, names_file = _read(config)
     splits = _choose_splits(raw, config)
     columns = _columns(config)
     for name, ds in splits.items():
         _check_columns(ds, name, columns)
-    task = _task(splits["train"], config, names_file, dataset)
+    task = _task(splits["train"], config, names_file)
     print(f"Task: {task.describe()}.")
     splits = {s: _canonical(ds, s, config, task) for s, ds in splits.items()}
-    if "test" not in splits:
-        splits["train"], splits["test"] = _carve(splits["train"], task, config, "test")
-    if "validation" not in splits:
-        splits["train"], splits["validation"] = _carve(splits["train"], task, config, "validation")
+    for role in ("test", "validation"):
+        if role not in splits:
+            fraction = getattr(config, f"{role}_fraction")
+            splits["train"], splits[role] = _carve(splits["train"], task, fraction, seed, role)
     _count_unlabelled(splits, task)
     if config.drop_overlap:
         splits["train"] = _drop_overlap(splits)
@@ -90,44 +95,33 @@ def from_config(config: RunConfig, dataset: str | None = None, split: str | None
     splits["train"] = _subset(splits["train"], config.max_train_examples)
     splits["validation"] = _subset(splits["validation"], config.max_eval_examples if subset else 0)
     splits = datasets.DatasetDict({s: splits[s] for s in SPLITS})
-    return LabeledData(dataset_name(dataset), splits, task, overlap(splits))
+    return LabeledData(config.name, splits, task, overlap(splits))
 
 
 # === Reading ===
 
 
-def _read(dataset: str, config_name: str) -> tuple[datasets.DatasetDict, list[str] | None]:
-    """A local folder first (any layout datasets reads, and a labels.txt beside the files);
-    then the hub, for ids that are not paths."""
+def _read(config: DataConfig) -> tuple[datasets.DatasetDict, list[str] | None]:
+    """Split files given one by one; else a local folder (any layout datasets reads, and a
+    labels.txt beside the files); then the hub, for ids that are not paths."""
+    if config.files or config.validation_file or config.test_file:
+        return _read_files(config), None
+    dataset = config.dataset
+    if dataset == "emotion" and not os.path.exists(dataset):
+        dataset = str(EMOTION_DIR)
     path = Path(dataset).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UsageError(
-            f"--dataset={dataset} is a file; give the folder that holds it (train, validation "
-            f"and test files)."
-        )
+    if _file_format(dataset) and not path.exists():
+        raise UsageError(f"{config.given}: no such file.")
     if not path.is_dir() and (dataset.startswith((".", "/", "~")) or dataset.count("/") > 1):
         raise UsageError(
-            f"--dataset={dataset}: no such folder. Give a folder holding train, validation and "
-            f"test files, `emotion`, or a Hugging Face hub id."
+            f"{config.given}: no such folder or file. Give a folder holding train, validation "
+            f"and test files, a data file, `emotion`, or a Hugging Face hub id."
         )
     where = (
         "" if path.is_dir() else "no such local folder, and loading it from the Hugging Face Hub"
     )
-    try:
-        source = str(path.resolve()) if path.is_dir() else dataset
-        splits = datasets.load_dataset(source, config_name or None)
-    except ValueError as e:
-        if "corresponds to no data" in str(e):  # an empty split file
-            split = str(e).split('"')[1] if str(e).count('"') >= 2 else "?"
-            raise UsageError(
-                f"split `{split}` is empty: --dataset={dataset} has no rows of it. Fill it or "
-                f"remove it."
-            ) from None
-        if "config" in str(e).lower() and ("Available" in str(e) or "pick one" in str(e)):
-            raise UsageError(f"--dataset={dataset}: {_configs_message(e, config_name)}") from None
-        raise _unreadable(dataset, where, e) from None
-    except Exception as e:  # The hub raises many types: offline, missing repo, auth.
-        raise _unreadable(dataset, where, e) from None
+    source = str(path.resolve()) if path.is_dir() else dataset
+    splits = _load(config, where, source, config.dataset_config or None)
     names = None
     labels_txt = path / "labels.txt"
     if path.is_dir() and labels_txt.is_file():
@@ -136,25 +130,79 @@ def _read(dataset: str, config_name: str) -> tuple[datasets.DatasetDict, list[st
     return splits, names
 
 
+def _read_files(config: DataConfig) -> datasets.DatasetDict:
+    """`--train_file` (or `--dataset=<file>`) and the other splits' files: one format, read by
+    datasets' loader of that format."""
+    files = config.files
+    if "train" not in files:
+        raise UsageError(
+            "--validation_file and --test_file go with a train file: give --train_file=<file> "
+            "(or --dataset=<file>) too."
+        )
+    if config.train_file and config.dataset not in ("emotion", config.train_file):
+        raise UsageError(
+            f"--train_file={config.train_file} and --dataset={config.dataset} both name the "
+            f"data; give one of them."
+        )
+    flag = {"train": config.given.split("=")[0]} | {s: f"--{s}_file" for s in SPLITS[1:]}
+    for split, file in files.items():
+        if not Path(file).expanduser().is_file():
+            raise UsageError(f"{flag[split]}={file}: no such file.")
+    kinds = {split: _file_format(file) for split, file in files.items()}
+    if None in kinds.values() or len({str(FILE_FORMATS[k]) for k in kinds.values()}) > 1:
+        shown = ", ".join(f"{flag[s]}={files[s]}" for s in files)
+        raise UsageError(
+            f"{shown}: give files of one format, named by it: .csv, .tsv, .json, .jsonl or "
+            f".parquet (compressed or not: .gz, .bz2, .xz, .zst)."
+        )
+    builder, options = FILE_FORMATS[kinds["train"]]
+    paths = {s: str(Path(f).expanduser().resolve()) for s, f in files.items()}
+    return _load(config, "", builder, data_files=paths, **options)
+
+
+def _file_format(file: str) -> str | None:
+    path = Path(file)
+    if path.suffix in COMPRESSIONS:
+        path = path.with_suffix("")
+    return path.suffix if path.suffix in FILE_FORMATS else None
+
+
+def _load(config: DataConfig, where: str, *args, **options) -> datasets.DatasetDict:
+    """`datasets.load_dataset(*args, **options)`, its errors one line each."""
+    try:
+        return datasets.load_dataset(*args, **options)
+    except ValueError as e:
+        if "corresponds to no data" in str(e):  # an empty split file
+            split = str(e).split('"')[1] if str(e).count('"') >= 2 else "?"
+            raise UsageError(
+                f"split `{split}` is empty: {config.given} has no rows of it. Fill it or remove it."
+            ) from None
+        if "config" in str(e).lower() and ("Available" in str(e) or "pick one" in str(e)):
+            message = _configs_message(e, config.dataset_config)
+            raise UsageError(f"{config.given}: {message}") from None
+        raise _unreadable(config.given, where, e) from None
+    except Exception as e:  # The hub raises many types: offline, missing repo, auth.
+        raise _unreadable(config.given, where, e) from None
+
+
 def _configs_message(e: ValueError, config_name: str) -> str:
     available = str(e).split("[", 1)[-1].split("]", 1)[0] if "[" in str(e) else ""
     what = f"has no config `{config_name}`" if config_name else "has several configs"
     return f"{what}; pass --dataset_config= one of {available}."
 
 
-def _unreadable(dataset: str, where: str, e: Exception) -> UsageError:
+def _unreadable(given: str, where: str, e: Exception) -> UsageError:
     if where:
         return UsageError(
-            f"--dataset={dataset}: {where} failed ({cause(e)}). Give a local folder, or use "
-            f"`emotion` offline."
+            f"{given}: {where} failed ({cause(e)}). Give a local folder, or use `emotion` offline."
         )
     return UsageError(
-        f"--dataset={dataset}: cannot read it ({cause(e)}); check that its files are valid and "
+        f"{given}: cannot read it ({cause(e)}); check that its files are valid and "
         f"of one format (.jsonl, .json, .csv, .tsv, .parquet, .txt)."
     )
 
 
-def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
+def _choose_splits(raw: datasets.DatasetDict, config: DataConfig) -> dict:
     """{"train", and "validation" and "test" where the data has them} by the split flags. A split
     named by a flag at its default may be missing (it is carved off train); one named otherwise
     must exist. A test split without labels (all -1 or null) counts as missing."""
@@ -163,9 +211,9 @@ def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
         name = getattr(config, f"{role}_split")
         if name in raw:
             chosen[role] = raw[name]
-        elif role == "train" or name != TRAINER[f"{role}_split"].default:
+        elif role == "train" or name != DataConfig.__dataclass_fields__[f"{role}_split"].default:
             raise UsageError(
-                f"--dataset={config.dataset} has no split `{name}` (--{role}_split); its splits "
+                f"{config.given} has no split `{name}` (--{role}_split); its splits "
                 f"are: {', '.join(raw)}. Set --{role}_split to one of them."
             )
     if "validation" in chosen and config.validation_split == config.test_split:
@@ -173,8 +221,8 @@ def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
     for role, ds in chosen.items():
         if ds.num_rows == 0:
             raise UsageError(
-                f"split `{getattr(config, f'{role}_split')}` is empty: --dataset="
-                f"{config.dataset} has no rows of it. Fill it or remove it."
+                f"split `{getattr(config, f'{role}_split')}` is empty: {config.given} has no "
+                f"rows of it. Fill it or remove it."
             )
     if "test" in chosen and not _labelled(chosen["test"], config):
         print(f"The test split `{config.test_split}` has no labels (-1 or null): not used.")
@@ -182,7 +230,7 @@ def _choose_splits(raw: datasets.DatasetDict, config: RunConfig) -> dict:
     return chosen
 
 
-def _labelled(ds: datasets.Dataset, config: RunConfig) -> bool:
+def _labelled(ds: datasets.Dataset, config: DataConfig) -> bool:
     column = config.label_columns[0] if config.label_columns else config.label_column
     if column not in ds.column_names:
         return True  # _check_columns says what is missing
@@ -190,7 +238,7 @@ def _labelled(ds: datasets.Dataset, config: RunConfig) -> bool:
     return any(v is not None and not (isinstance(v, int) and v < 0) for v in values)
 
 
-def _columns(config: RunConfig) -> dict[str, str | tuple]:
+def _columns(config: DataConfig) -> dict[str, str | tuple]:
     columns = {"text_column": config.text_column}
     if config.text_pair_column:
         columns["text_pair_column"] = config.text_pair_column
@@ -214,7 +262,7 @@ def _check_columns(ds: datasets.Dataset, split: str, columns: dict[str, str]):
 # === The task: problem type and label names ===
 
 
-def _task(train: datasets.Dataset, config: RunConfig, names_file, dataset: str) -> Task:
+def _task(train: datasets.Dataset, config: DataConfig, names_file) -> Task:
     given = list(config.label_names) or names_file
     if given and (len(set(given)) != len(given) or len(given) < 2):
         raise UsageError(
@@ -245,7 +293,7 @@ def _task(train: datasets.Dataset, config: RunConfig, names_file, dataset: str) 
             f"(or auto)."
         )
     inner = feature.feature if kind == MULTI_LABEL and hasattr(feature, "feature") else feature
-    return Task(wanted, tuple(_label_names(train, config, inner, given, dataset)))
+    return Task(wanted, tuple(_label_names(train, config, inner, given)))
 
 
 def _detected(feature, train: datasets.Dataset, column: str) -> str:
@@ -271,7 +319,7 @@ def _detected(feature, train: datasets.Dataset, column: str) -> str:
     return SINGLE_LABEL
 
 
-def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list[str]:
+def _label_names(train, config: DataConfig, feature, given) -> list[str]:
     if isinstance(feature, datasets.ClassLabel) and not given:
         return list(feature.names)
     strings = getattr(feature, "dtype", None) in ("string", "large_string")
@@ -290,7 +338,7 @@ def _label_names(train, config: RunConfig, feature, given, dataset: str) -> list
         if all(isinstance(v, str) for v in found) and found:
             return sorted(found)
     raise UsageError(
-        f"--dataset={dataset}: labels are ids but no names are known. Pass --label_names=a,b,c "
+        f"{config.given}: labels are ids but no names are known. Pass --label_names=a,b,c "
         f"(in id order), add a labels.txt beside the split files, or use string labels."
     )
 
@@ -318,7 +366,7 @@ def _is_list(arrow_type) -> bool:
 # === Canonical columns ===
 
 
-def _canonical(ds, split, config: RunConfig, task: Task) -> datasets.Dataset:
+def _canonical(ds, split, config: DataConfig, task: Task) -> datasets.Dataset:
     """text(/text_pair)/label columns of the task's types; rows no model can learn from are
     refused. Checked in Arrow, without a Python object per row; Arrow-backed and fingerprinted,
     so that the datasets cache keeps what follows (tokenization) for the next run."""
@@ -332,7 +380,7 @@ def _canonical(ds, split, config: RunConfig, task: Task) -> datasets.Dataset:
     return ds.add_column("label", labels, feature=_label_feature(task))
 
 
-def _label_array(ds, split: str, config: RunConfig, task: Task) -> pa.Array:
+def _label_array(ds, split: str, config: DataConfig, task: Task) -> pa.Array:
     """The labels as the task has them (ids, multi-hot rows or scores), every row checked."""
     if config.label_columns:
         return _multi_hot(*_rows_of_columns(ds, split, config.label_columns), ds.num_rows, task)
@@ -548,11 +596,10 @@ def fingerprint(ds: datasets.Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _carve(train, task: Task, config: RunConfig, role: str):
-    """(train without, `role`): the flag's fraction of each stratum's rows, drawn with the seed."""
-    fraction = getattr(config, f"{role}_fraction")
+def _carve(train, task: Task, fraction: float, seed: int, role: str):
+    """(train without, `role`): `fraction` of each stratum's rows, drawn with the seed."""
     strata = _strata(train, task)
-    rng = np.random.default_rng(config.seed + (role == "test"))
+    rng = np.random.default_rng(seed + (role == "test"))
     held = []
     for stratum in np.unique(strata):
         rows = rng.permutation(np.flatnonzero(strata == stratum))
@@ -561,7 +608,7 @@ def _carve(train, task: Task, config: RunConfig, role: str):
     keep = np.setdiff1d(np.arange(train.num_rows), held)
     print(
         f"The data set has no {role} split: {len(held):,} of {train.num_rows:,} train rows "
-        f"({fraction:.0%} of each label, seed {config.seed}) are set aside as {role} "
+        f"({fraction:.0%} of each label, seed {seed}) are set aside as {role} "
         f"(--{role}_fraction)."
     )
     return train.select(keep), train.select(held)

@@ -1,8 +1,8 @@
 """Classify texts with an export, from the shell or from Python.
 
-    python -m bert_keras.predict --export_dir=runs/emotion/export/emotion "i feel great"
-    python -m bert_keras.predict --export_dir=runs/emotion/export/emotion --input_file=texts.txt
-    cat texts.txt | python -m bert_keras.predict --export_dir=... --input_file=-
+    bert-keras predict --export_dir=runs/emotion/export/emotion "i feel great"
+    bert-keras predict --export_dir=runs/emotion/export/emotion --input_file=texts.txt
+    cat texts.txt | bert-keras predict --export_dir=... --input_file=-
 
 Prints one JSON object per text (JSON Lines): `text`, then by problem type
 - single-label: `label`, `label_id` and `probabilities` by label name;
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
-from absl import app, flags
+from absl import flags
 
 from bert_keras import logs
-from bert_keras.errors import UsageError, cause, exit_on_usage_error, parse_flags
+from bert_keras.errors import UsageError, cause, exit_on_usage_error
 from bert_keras.rundir import RunDir
-from bert_keras.serving import INFO
-from bert_keras.task import SINGLE_LABEL, Task
+from bert_keras.serving import INFO, ExportInfo
+from bert_keras.task import Task
 
 
 def find_export(path: Path) -> Path:
@@ -89,9 +89,9 @@ class Predictor:
     def __init__(self, export_dir):
         serving_threads()
         self.export_dir = find_export(Path(export_dir))
-        self.info = json.loads((self.export_dir / INFO).read_text())
-        self.label_names = self.info["label_names"]
-        self.task = Task(self.info.get("problem_type", SINGLE_LABEL), self.label_names)
+        self.info = ExportInfo.read(self.export_dir)
+        self.label_names = self.info.label_names
+        self.task = Task(self.info.problem_type, self.label_names)
         try:
             loaded = tf.saved_model.load(str(self.export_dir))
         except Exception as e:  # truncated files, missing variables: the export is broken
@@ -100,7 +100,7 @@ class Predictor:
                 f"again."
             ) from None
         self._serve = loaded.signatures["serving_default"]
-        self.text_pair = bool(self.info.get("text_pair"))
+        self.text_pair = self.info.text_pair
 
     def outputs(self, texts, pairs=None) -> dict:
         """`serving_default`'s outputs as numpy arrays."""
@@ -192,41 +192,45 @@ def batches(items, size: int):
 # === CLI ===
 
 
-def define_flags():
+def define_flags(values: flags.FlagValues):
     flags.DEFINE_string(
         "export_dir",
         None,
         "A bert_keras export: a version folder (`.../emotion/1`), a model folder "
         "(`.../emotion`, newest version) or a run directory with one exported model.",
+        flag_values=values,
     )
     flags.DEFINE_string(
-        "input_file", None, "Read texts from this file, one per line (`-` = standard input)."
+        "input_file",
+        None,
+        "Read texts from this file, one per line (`-` = standard input).",
+        flag_values=values,
     )
-    flags.DEFINE_integer("batch_size", 64, "Texts per model call.", lower_bound=1)
-    flags.mark_flag_as_required("export_dir")
+    flags.DEFINE_integer(
+        "batch_size", 64, "Texts per model call.", lower_bound=1, flag_values=values
+    )
+    flags.mark_flag_as_required("export_dir", flag_values=values)
 
 
-def run(argv: list[str]):
-    f = flags.FLAGS
-    texts = argv[1:]
-    if texts and f.input_file:
+def run(texts: list[str], export_dir: str, input_file: str | None, batch_size: int):
+    if texts and input_file:
         raise UsageError("give texts as arguments or --input_file, not both.")
-    if not texts and not f.input_file:
+    if not texts and not input_file:
         raise UsageError(
             'give texts as arguments ("i feel great") or --input_file=FILE (- = stdin).'
         )
-    predictor = Predictor(f.export_dir)
+    predictor = Predictor(export_dir)
     if texts:
         lines, count = iter(texts), len(texts)
     else:
-        lines, count = read_lines(f.input_file)
+        lines, count = read_lines(input_file)
     # A progress bar on stderr for long inputs on a terminal; stdout stays pure JSON Lines.
     from tqdm import tqdm
 
-    show = sys.stderr.isatty() and (count is None or count > 10 * f.batch_size)
+    show = sys.stderr.isatty() and (count is None or count > 10 * batch_size)
     written = 0
     with tqdm(total=count, unit=" texts", disable=not show, file=sys.stderr) as progress:
-        for batch in batches(lines, f.batch_size):
+        for batch in batches(lines, batch_size):
             rows = predictor(*split_pairs(batch)) if predictor.text_pair else predictor(batch)
             for row in rows:
                 sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -238,10 +242,13 @@ def run(argv: list[str]):
 
 
 def main(argv):
+    """`bert-keras predict` and `python -m bert_keras.predict`: the texts are the arguments."""
     logs.quiet_libraries()
-    exit_on_usage_error(run, argv)
+    f = flags.FLAGS
+    exit_on_usage_error(run, argv[1:], f.export_dir, f.input_file, f.batch_size)
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    from bert_keras import cli
+
+    cli.start("predict")

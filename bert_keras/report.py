@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, multilabel_confusion_matrix
 
 from bert_keras import durable, metrics, plots
+from bert_keras.serving.info import ExportInfo
 from bert_keras.serving.module import OUTPUTS
 from bert_keras.task import DEFAULT_THRESHOLD, Task
 
@@ -266,25 +267,25 @@ def _flag_table(flags: dict) -> list[str]:
     ]
 
 
-def model_card(info: dict) -> str:
+def model_card(info: ExportInfo) -> str:
     """MODEL_CARD.md of an export, from its bert_keras.json."""
-    training = info.get("training", {})
-    counts, test = training.get("train_label_counts"), training.get("test")
-    task = Task(info.get("problem_type", "single_label"), info["label_names"])
-    inputs = ", ".join(f"`{n}`" for n in info["signatures"]["serving_default"]["inputs"])
+    training = info.training
+    counts, test = training.train_label_counts, training.test
+    task = Task(info.problem_type, info.label_names)
+    inputs = ", ".join(f"`{n}`" for n in info.signatures["serving_default"]["inputs"])
     outputs = ", ".join(f"`{n}`" for n in OUTPUTS[task.problem_type])
     lines = [
-        f"# Model card: {info['model']} fine-tuned on {info['dataset']}",
+        f"# Model card: {info.model} fine-tuned on {info.dataset}",
         "",
         f"{_what(task)} The SavedModel takes raw text (signature `serving_default`, inputs "
         f"{inputs}) and returns {outputs}; it tokenizes in the graph (TensorFlow Text) as the "
-        f"training tokenizer does ({info.get('tokenizer', 'wordpiece')}, files in `assets/`), "
-        f"{info['max_seq_length']} tokens at most, "
-        f"{'lowercased' if info.get('lowercase') else 'cased'}.",
+        f"training tokenizer does ({info.tokenizer.get('tokenizer', 'wordpiece')}, files in "
+        f"`assets/`), {info.max_seq_length} tokens at most, "
+        f"{'lowercased' if info.tokenizer.get('lowercase') else 'cased'}.",
         "",
         "## Data",
         "",
-        f"Data set: `{info['dataset']}`.",
+        f"Data set: `{info.dataset}`.",
     ]
     if counts:
         total = sum(counts.values())
@@ -292,8 +293,8 @@ def model_card(info: dict) -> str:
         lines += ["", f"| label | training rows | {share} |", "|---|---|---|"]
         lines += [f"| {n} | {c:,} | {c / total:.1%} |" for n, c in counts.items()]
     lines += ["", "## Metrics", "", *_card_metrics(test, training, task, info), ""]
-    versions = info["versions"].get("training") or {}
-    lines += ["## Training", "", *_flag_table(training.get("flags", {})), ""]
+    versions = info.versions.get("training") or {}
+    lines += ["## Training", "", *_flag_table(training.flags), ""]
     lines += ["Library versions at training: " + ", ".join(f"{k} {v}" for k, v in versions.items())]
     lines[-1] += "."
     lines += ["", "## Intended use and limits", "", *_limits(info, counts, task), ""]
@@ -309,18 +310,18 @@ def _what(task: Task) -> str:
     return f"A text classifier over {task.outputs} labels: {names}."
 
 
-def _card_metrics(test: dict | None, training: dict, task: Task, info: dict) -> list[str]:
+def _card_metrics(test: dict | None, training, task: Task, info: ExportInfo) -> list[str]:
     if not test:
         return ["No test metrics: exported from an unfinished run."]
     lines = [
-        f"Test split ({test['examples']:,} examples), best epoch {training.get('best_epoch')} of "
-        f"{training.get('epochs_run')} by validation {task.monitor_name}:",
+        f"Test split ({test['examples']:,} examples), best epoch {training.best_epoch} of "
+        f"{training.epochs_run} by validation {task.monitor_name}:",
         "",
         *_metric_table(test, per_class=True),
     ]
     if task.multi_label:
-        thresholds = info.get("thresholds") or []
-        tuned = training.get("thresholds")
+        thresholds = info.thresholds or []
+        tuned = training.thresholds
         lines += [
             "",
             "Decision thresholds (a label is predicted where its probability reaches its own)"
@@ -338,8 +339,8 @@ def _card_metrics(test: dict | None, training: dict, task: Task, info: dict) -> 
     return lines
 
 
-def _limits(info: dict, counts: dict | None, task: Task) -> list[str]:
-    flags = info.get("training", {}).get("flags", {})
+def _limits(info: ExportInfo, counts: dict | None, task: Task) -> list[str]:
+    flags = info.training.flags
     answers = {
         "single_label": "Every input gets one of these labels, even text that fits none of them",
         "multi_label": "Every label whose probability reaches its threshold is given; a text may "
@@ -347,8 +348,8 @@ def _limits(info: dict, counts: dict | None, task: Task) -> list[str]:
         "regression": "Every input gets a number, even text unlike any seen in training",
     }
     lines = [
-        f"- For short English texts like those of `{info['dataset']}`. "
-        f"{answers[task.problem_type]}; texts longer than {info['max_seq_length']} tokens are cut."
+        f"- For short English texts like those of `{info.dataset}`. "
+        f"{answers[task.problem_type]}; texts longer than {info.max_seq_length} tokens are cut."
     ]
     if counts:
         rare, common = min(counts, key=counts.get), max(counts, key=counts.get)

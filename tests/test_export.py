@@ -16,7 +16,7 @@ from conftest import REPO, hugging_face_inputs, run_cli
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from bert_keras import checkpoint, data, export, model, pipeline, tokenize
+from bert_keras import checkpoint, data, exporting, model, pipeline, tokenize
 from bert_keras.errors import UsageError
 
 # Loads the export with nothing of ours, the two ways servers do: TF2's object loader, and a
@@ -226,7 +226,7 @@ def test_export_never_replaces_a_version(tiny_run, tmp_path):
     (base / "mine" / "1").mkdir(parents=True)
     (base / "mine" / "1" / "keep").write_text("another model")
     (base / "mine" / ".tmp-crashed").mkdir()
-    path = export.from_run(tiny_run, export_base=base, model_name="mine")
+    path = exporting.from_run(tiny_run, export_base=base, model_name="mine")
     assert path == base / "mine" / "2"
     assert (base / "mine" / "1" / "keep").read_text() == "another model"
     assert (path / "saved_model.pb").is_file()
@@ -244,7 +244,7 @@ def test_export_never_replaces_a_version(tiny_run, tmp_path):
 def test_export_cli_bad_run_dir(tiny_run, tmp_path, make, expected):
     run_dir = make(tmp_path, tiny_run)
     with pytest.raises(UsageError, match=expected) as raised:
-        export.from_run(run_dir)
+        exporting.from_run(run_dir)
     assert "\n" not in str(raised.value)
     assert not (run_dir / "export").exists() or run_dir == tiny_run
 

@@ -33,7 +33,7 @@ def test_the_configs_parse_and_the_results_configs_validate_the_moving_average(n
     config = RunConfig.parse((REPO / "configs" / f"{name}.flags").read_text().splitlines())
     # README's results are these configs' runs with the average; the tutorial's run is short
     # (docs/search.md: the average's window would reach back to its first weights).
-    assert config.ema_momentum == (0.0 if name == "emotion_tutorial" else 0.995)
+    assert config.training.ema_momentum == (0.0 if name == "emotion_tutorial" else 0.995)
 
 
 def _rest_predict(signature, body: dict) -> dict:

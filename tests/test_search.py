@@ -2,7 +2,6 @@
 whose test split is held out, the best by validation is finished, and a killed search continues
 where it stopped."""
 
-import copy
 import csv
 import struct
 
@@ -10,7 +9,7 @@ import pytest
 from absl import flags
 from conftest import reap, run_cli, start_python, tiny_train_args, wait_until
 
-from bert_keras import search
+from bert_keras import searching as search
 from bert_keras.config import RunConfig
 from bert_keras.errors import UsageError
 
@@ -41,7 +40,7 @@ def read_csv(path) -> list[dict]:
 
 
 def epochs_of(run_dir) -> int:
-    return RunConfig.parse((run_dir / "run.flags").read_text().splitlines()).epochs
+    return RunConfig.parse((run_dir / "run.flags").read_text().splitlines()).training.epochs
 
 
 def test_a_killed_search_continues_and_finishes_only_the_best_trial(tiny_bert, tmp_path):
@@ -115,8 +114,8 @@ def test_a_search_continues_under_what_a_run_may_change_when_it_resumes(tiny_ber
 
 
 def parse(*args: str) -> search.SearchConfig:
-    values = copy.deepcopy(flags.FLAGS)
-    values.unparse_flags()
+    values = flags.FlagValues()
+    search.define_flags(values)
     values(["search", *args])
     return search.SearchConfig.from_flags(values)
 

@@ -8,25 +8,31 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from absl import flags
+from conftest import REPO, run_cli, run_python
 
+from bert_keras import config as config_module
 from bert_keras import families
 from bert_keras.config import RunConfig
 from bert_keras.errors import UsageError
-from bert_keras.flags import TRAINER
 from bert_keras.results import Results
 
 
-def test_the_config_has_every_flag_and_round_trips_through_its_flagfile():
-    assert {f for f in RunConfig.__dataclass_fields__} == set(TRAINER)
+def test_each_flag_is_a_config_field_defined_once_and_round_trips_through_its_flagfile():
+    values = flags.FlagValues()
+    config_module.define_flags(values)  # absl refuses a name defined twice
+    assert set(values) == set(config_module.GROUP_OF) == set(RunConfig().values())
+    assert values["epochs"].help.startswith("Passes over") and values["epochs"].default == 4
     config = RunConfig.parse(
         ["--epochs=2", "--label_names=a,b", "--jit_compile", "--learning_rate=3e-5", "--seed=7"]
     )
-    assert (config.epochs, config.label_names, config.jit_compile) == (2, ("a", "b"), True)
+    assert (config.training.epochs, config.data.label_names) == (2, ("a", "b"))
+    assert config.devices.jit_compile is True
     assert RunConfig.parse(config.flagfile().splitlines()) == config
+    created = RunConfig.create(epochs=2, label_names=["a", "b"], jit_compile=True, seed=7)
+    assert created == config.replace(learning_rate=1e-4)
     default = RunConfig.parse([])
-    assert default.epochs == TRAINER["epochs"].default
-    assert default.output_path.as_posix() == "runs/emotion"
+    assert default == RunConfig() and default.output_path.as_posix() == "runs/emotion"
     assert sorted(config.changes_from(default)) == [
         "--epochs=2 (was 4)",
         "--jit_compile=true (was false)",
@@ -35,6 +41,17 @@ def test_the_config_has_every_flag_and_round_trips_through_its_flagfile():
         "--seed=7 (was 42)",
     ]
     assert config.replace(backup_every_steps=5).changes_from(config) == []  # resumable
+    for bad, message in [({"epochs": 0}, "--epochs=0"), ({"learning_rat": 1}, "learning_rat")]:
+        with pytest.raises(UsageError, match=message):
+            RunConfig.create(**bad)
+
+
+def test_the_data_set_name_of_a_file_folder_or_hub_id():
+    assert config_module.dataset_name("data/reviews.csv.gz") == "reviews"
+    assert config_module.dataset_name("data/reviews.jsonl") == "reviews"
+    assert config_module.dataset_name("data/reviews/") == "reviews"
+    assert config_module.dataset_name("dair-ai/emotion") == "emotion"
+    assert RunConfig.create(train_file="x/train.tsv").output_path.as_posix() == "runs/train"
 
 
 @pytest.mark.parametrize(
@@ -83,7 +100,8 @@ def test_the_serving_package_needs_only_tensorflow_and_tf_text():
     assert "bert_keras.serving.module" in added
     for name in added:
         top = name.split(".")[0]
-        ours = name in ("bert_keras", "bert_keras.logs") or name.startswith("bert_keras.serving")
+        ours = name in ("bert_keras", "bert_keras.logs", "bert_keras.api")
+        ours = ours or name.startswith("bert_keras.serving")
         libraries = ("tensorflow", "tensorflow_text", "tensorflow_serving")
         assert ours or top in libraries or top in sys.stdlib_module_names, name
 
@@ -96,6 +114,10 @@ def test_every_family_implements_the_interface():
         assert "padding_mask" in family.inputs and family.tokenizer_files
 
 
+# What pip's `bert-keras` console script runs (setup.cfg's entry point).
+CONSOLE_SCRIPT = "import sys; from bert_keras.cli import main; sys.argv[0] = 'bert-keras'; main()"
+
+
 def test_the_start_is_quiet_unless_asked():
     """A user's terminal shows bert_keras' own lines first; BERT_KERAS_VERBOSE brings back the
     libraries' start-up logs (TensorFlow's C++ lines among them)."""
@@ -103,10 +125,13 @@ def test_the_start_is_quiet_unless_asked():
     quiet = run_cli("bert_keras.train", *args)
     assert quiet.returncode == 2
     assert quiet.stdout == ""
-    assert quiet.stderr.splitlines() == [
-        "error: --dataset=/nonexistent/data: no such folder. Give a folder holding train, "
-        "validation and test files, `emotion`, or a Hugging Face hub id."
+    expected = [
+        "error: --dataset=/nonexistent/data: no such folder or file. Give a folder holding train, "
+        "validation and test files, a data file, `emotion`, or a Hugging Face hub id."
     ]
+    assert quiet.stderr.splitlines() == expected
+    script = run_python("-c", CONSOLE_SCRIPT, "train", *args)  # `bert-keras train`
+    assert (script.returncode, script.stdout, script.stderr.splitlines()) == (2, "", expected)
     verbose = run_cli("bert_keras.train", *args, BERT_KERAS_VERBOSE="1")
     assert verbose.returncode == 2
     assert len(verbose.stderr.splitlines()) > 1 and "absl::InitializeLog" in verbose.stderr

@@ -10,8 +10,11 @@ bert_keras (`tests/test_structure.py` checks it), because TF Serving has none of
 - `pairs.py`: special tokens, pair truncation (longest first) and padding, for every tokenizer
 - `module.py`: `TextClassifier`, the tf.Module an export saves, and its signatures
 - `warmup.py`: the PredictionLog records TF Serving replays before the first request
+- `info.py`: `ExportInfo`, the export's `assets/bert_keras.json`
 
 Writing an export (versions, assets, the model card) is `bert_keras/export.py`.
 """
 
-INFO = "assets/bert_keras.json"  # what makes a SavedModel a bert_keras export
+from bert_keras.serving.info import INFO, ExportInfo
+
+__all__ = ["INFO", "ExportInfo"]
