@@ -4,8 +4,8 @@
     bert-keras predict --export_dir=runs/emotion/export/emotion "i feel great"
 
 Each command's module (`MODULES`) has `define_flags(values)` and `main(argv)`; its flags are
-defined here, in absl's FLAGS, when the command starts, never when a module is imported. Bad input ends a
-command with one line, `error: ...`, and exit status 2 (`errors.exit_on_usage_error`).
+defined here, in absl's FLAGS, when the command starts, never when a module is imported. Bad
+input ends a command with one line, `error: ...`, and exit status 2 (`errors.exit_on_usage_error`).
 """
 
 import importlib

@@ -1,4 +1,4 @@
-"""`python -m bert_keras.evaluate` (`bert-keras evaluate`): the command line of `bert_keras.evaluation`.
+"""`python -m bert_keras.evaluate` (`bert-keras evaluate`): `bert_keras.evaluation`'s command line.
 
 Importing this module does nothing: `bert_keras.evaluate` is also the Python API's function.
 """
