@@ -28,13 +28,12 @@ SavedModel is measured.
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
@@ -239,13 +238,10 @@ def make_engine(name: str, run: RunDir, folder: Path | None):
 
 def cold(name: str, run: RunDir, onnx_dir: Path | None) -> dict:
     """Load, first request and peak memory of one engine, in a fresh process."""
-    command = [sys.executable, __file__, f"--run_dir={run.path}", f"--child={name}"]
+    command = [__file__, f"--run_dir={run.path}", f"--child={name}"]
     if onnx_dir:
         command.append(f"--onnx_dir={onnx_dir}")
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"{name} child failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return harness.in_child(command)
 
 
 def child(name: str, run: RunDir, texts: list[str], folder: Path | None):
@@ -277,7 +273,7 @@ def child(name: str, run: RunDir, texts: list[str], folder: Path | None):
         engine([text])
         latency.append(time.perf_counter() - start)
     alone = {"alone_p50_ms": percentile(latency, 50), "alone_p99_ms": percentile(latency, 99)}
-    print(json.dumps({**figures, "memory_mb": peak - before, **alone}))
+    harness.answer({**figures, "memory_mb": peak - before, **alone})
 
 
 def _resident_mb() -> float:
@@ -288,7 +284,9 @@ def _resident_mb() -> float:
 def main(argv):
     del argv
     run = RunDir(FLAGS.run_dir)
-    texts = data.from_config(run.config(), split="test").splits["test"]["text"][:]
+    config = run.config()
+    texts = data.from_config(config.data, config.training.seed, split="test").splits["test"]
+    texts = texts["text"][:]
     onnx_dir = Path(FLAGS.onnx_dir) if FLAGS.onnx_dir else None
     # The SavedModel's threads as predict and TF Serving's flags in docs/serving.md set them,
     # before TensorFlow runs anything (the conversion to PyTorch does).

@@ -1,7 +1,7 @@
 """Training speed, measured against the peers on this machine in one run.
 
-    python -m bert_keras.bench                 # every row, a few minutes each
-    python -m bert_keras.bench --rows=bert_keras,trainer --examples=1024
+    python benchmarks/training_speed.py                 # every row, a few minutes each
+    python benchmarks/training_speed.py --rows=bert_keras,trainer --examples=1024
 
 Each row runs in its own process (its own peak memory), on the embedded MiniLM and the same
 fixed subset of emotion's train split (`--examples` rows drawn as --max_train_examples draws
@@ -25,19 +25,19 @@ recipes measure fewer examples (`--slow_examples`): their per-example time is wh
 
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 from absl import app, flags
 
-from bert_keras.config import RunConfig
+from bert_keras import config as config_module
+from bert_keras import logs
+from bert_keras.config import GROUP_OF, RunConfig
 from bert_keras.errors import parse_flags
-from bert_keras.flags import TRAINER, add_to  # the bert_keras row trains as these flags say
 
 ROWS = ("bert_keras", "tutorial", "trainer", "keras_hub", "matmul", "bert_keras_bf16")
 OTHER_ROWS = ("pipeline",)  # measured when asked for: minutes per size
@@ -59,7 +59,7 @@ flags.DEFINE_integer("slow_examples", 64, "Training rows for the padded recipes.
 flags.DEFINE_string("row", None, "Internal: measure this one row in this process.")
 flags.DEFINE_string("data", None, "Internal: the data folder of the `tokenize` row.")
 FLAGS = flags.FLAGS
-add_to(FLAGS)
+config_module.define_flags(FLAGS)  # the bert_keras row trains as the trainer's flags say
 
 
 # === Shared by the rows ===
@@ -87,7 +87,7 @@ def _report(examples: int, tokens: int, seconds: float, **extra) -> dict:
         "tokens_per_second": tokens / seconds,
         "measured_examples": examples,
         "seconds": seconds,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mb": harness.peak_memory_mb(),
         **extra,
     }
 
@@ -96,34 +96,32 @@ def _report(examples: int, tokens: int, seconds: float, **extra) -> dict:
 
 
 def bert_keras_row(n: int, config: RunConfig) -> dict:
-    """Two epochs of this trainer's own step on n rows (the trainer's flags apply); the
-    second one timed."""
+    """Two epochs of this trainer's own step on n rows (the trainer's flags apply; its own
+    stages prepare the data and build the model); the second one timed."""
     import keras
 
-    from bert_keras import checkpoint, data, distribute, pipeline, tokenize, train
+    from bert_keras import distribute, pipeline, train
 
-    config = config.replace(epochs=2)
-    policy = distribute.dtype_policy(config.mixed_precision)
+    config = config.replace(epochs=2, max_train_examples=n, max_eval_examples=64)
+    encoder, devices = config.encoder, config.devices
+    policy = distribute.dtype_policy(devices.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
-    ckpt = checkpoint.resolve(config.model, config.max_seq_length)
-    labeled = data.load("emotion", max_train_examples=n, max_eval_examples=64)
-    tokenizer = tokenize.load_tokenizer(ckpt)
-    tokens = tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)["train"]
-    steps = pipeline.steps_per_epoch(tokens.num_rows, config.batch_size)
-    batches = pipeline.batches(tokens, config.batch_size, SEED, 2 * steps)
-    multiple = pipeline.pad_multiple(config.jit_compile)
+    inputs = train.prepare(config)
+    tokens, batches = inputs.tokens["train"], inputs.batches
+    steps = inputs.schedule.steps_per_epoch
+    multiple = pipeline.pad_multiple(devices.jit_compile)
     ds = pipeline.train_dataset(
-        tokens, batches, config.max_seq_length, multiple=multiple, inputs=ckpt.family.inputs
+        tokens, batches, encoder.max_seq_length, multiple=multiple, inputs=inputs.ckpt.family.inputs
     )
     keras.utils.set_random_seed(SEED)
-    classifier = train.make_classifier(config, ckpt, labeled.task, 2 * steps)
+    classifier = train.make_classifier(config, inputs.ckpt, inputs.task, 2 * steps)
     durations = _step_seconds(classifier, ds, steps)
     lengths = pipeline.lengths(tokens)
     widths = [
-        int(pipeline.padded_width(int(lengths[b].max()), config.max_seq_length, multiple))
+        int(pipeline.padded_width(int(lengths[b].max()), encoder.max_seq_length, multiple))
         for b in batches
     ]
-    steady, excluded, shapes = _steady_steps(widths, durations, steps, config.jit_compile)
+    steady, excluded, shapes = _steady_steps(widths, durations, steps, devices.jit_compile)
     seconds = sum(durations[i] for i in steady)
     rows = np.concatenate([batches[i] for i in steady])
     flops, non_embedding = _model_flops(classifier, lengths[rows])
@@ -136,8 +134,8 @@ def bert_keras_row(n: int, config: RunConfig) -> dict:
         model_gflops_per_second=flops / seconds / 1e9,
         non_embedding_parameters=non_embedding,
         policy=policy,
-        jit_compile=config.jit_compile,
-        steps_per_execution=config.steps_per_execution,
+        jit_compile=devices.jit_compile,
+        steps_per_execution=devices.steps_per_execution,
     )
 
 
@@ -342,14 +340,15 @@ def tokenize_row(folder: str, config: RunConfig) -> dict:
     from bert_keras import checkpoint, data, tokenize
 
     started = time.time()
-    labeled = data.from_config(config.replace(dataset=folder))
+    labeled = data.from_config(config.replace(dataset=folder).data, config.training.seed)
     read = time.time()
-    tokenizer = tokenize.load_tokenizer(checkpoint.resolve(config.model, config.max_seq_length))
-    tokenize.tokenize(labeled.splits, tokenizer, config.max_seq_length)
+    encoder = config.encoder
+    tokenizer = tokenize.load_tokenizer(checkpoint.resolve(encoder.model, encoder.max_seq_length))
+    tokenize.tokenize(labeled.splits, tokenizer, encoder.max_seq_length)
     return {
         "read_seconds": read - started,
         "tokenize_seconds": time.time() - read,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_mb": harness.peak_memory_mb(),
     }
 
 
@@ -364,10 +363,11 @@ def pipeline_row() -> dict:
             synthetic(folder, rows)
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "HF_DATASETS_CACHE": cache}
-            cold, cached = (_child(["--row=tokenize", f"--data={folder}"], env) for _ in "12")
+            row = ["--row=tokenize", f"--data={folder}"]
+            cold, cached = (harness.in_child([__file__, *row], env) for _ in "12")
             started = time.time()
             run = Path(cache) / "run"
-            _child(_train_args(folder, run), env, module="bert_keras.train")
+            harness.in_child(["-m", "bert_keras.train", *_train_args(folder, run)], env)
             speed = json.loads((run / "metrics.json").read_text())["speed"]
         found[rows] = {
             "tokenize_cold": cold,
@@ -392,17 +392,7 @@ def _train_args(folder: Path, run: Path) -> list[str]:
 
 def _trainer_flags() -> list[str]:
     """The trainer's flags given on this command line, for a child process."""
-    return [TRAINER[name].serialize() for name in TRAINER if TRAINER[name].present]
-
-
-def _child(args: list, env: dict, module: str = "bert_keras.bench") -> dict | None:
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} failed: {result.stderr[-2000:]}")
-    last = result.stdout.strip().splitlines()[-1:] if module == "bert_keras.bench" else []
-    return json.loads(last[0]) if last else None
+    return [FLAGS[name].serialize() for name in GROUP_OF if FLAGS[name].present]
 
 
 # === The orchestra ===
@@ -431,32 +421,22 @@ def measure(row: str) -> dict:
 
 def run_row(row: str) -> dict:
     """One row in a fresh process: its own memory peak, no state left by another recipe."""
-    started = time.time()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bert_keras.bench",
-            f"--row={row}",
-            f"--examples={FLAGS.examples}",
-            f"--slow_examples={FLAGS.slow_examples}",
-            *_trainer_flags(),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        return {"failed": result.stderr.strip().splitlines()[-1:]}
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    report["process_seconds"] = time.time() - started
-    return report
+    args = [
+        f"--row={row}",
+        f"--examples={FLAGS.examples}",
+        f"--slow_examples={FLAGS.slow_examples}",
+    ]
+    try:
+        return harness.in_child([__file__, *args, *_trainer_flags()])
+    except RuntimeError as e:
+        return {"failed": str(e).strip().splitlines()[-1:]}
 
 
 def main(argv):
     del argv
+    logs.command_line_start()  # as the trainer's command line starts: before TensorFlow loads
     if FLAGS.row:
-        print(json.dumps(measure(FLAGS.row)))
-        return
+        return harness.answer(measure(FLAGS.row))
     results = {}
     for row in FLAGS.rows:
         print(f"measuring {row} ...", file=sys.stderr, flush=True)
