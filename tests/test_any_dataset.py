@@ -47,10 +47,12 @@ def string_label_csv(tmp_path_factory):
 def test_string_labels_other_columns_no_validation_class_weights(
     string_label_csv, tiny_bert, tmp_path
 ):
+    """One CSV file of its own columns (`--dataset=<file>`), its test split in another."""
     run = tmp_path / "moods"
     result = run_cli(
         "bert_keras.train",
-        f"--dataset={string_label_csv}",
+        f"--dataset={string_label_csv / 'train.csv'}",
+        f"--test_file={string_label_csv / 'test.csv'}",
         "--text_column=sentence",
         "--label_column=mood",
         "--validation_fraction=0.2",
@@ -72,7 +74,7 @@ def test_string_labels_other_columns_no_validation_class_weights(
     # balanced: rows / (labels x rows of the label)
     assert m["class_weight"] == pytest.approx({"angry": 48 / 42, "busy": 48 / 30, "calm": 48 / 72})
     assert m["test"]["examples"] == 24
-    [export_dir] = (run / "export").glob("*/1")  # named after the data folder
+    export_dir = run / "export" / "train" / "1"  # named after the data file
     card = (export_dir / "MODEL_CARD.md").read_text()
     assert "angry, busy, calm" in card and f"{m['test']['micro_f1']:.4f}" in card
     out = run_cli(

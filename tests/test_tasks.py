@@ -221,7 +221,10 @@ def test_positive_weighted_loss_is_tensorflows(tmp_path):
 
 @pytest.mark.skipif(not GO_EMOTIONS.is_dir(), reason="../shared/data/go_emotions is not here")
 def test_go_emotions_is_multi_label_with_its_readmes_counts():
-    labeled = data.load(str(GO_EMOTIONS), label_column="labels")
+    """Read as the README says a local copy is: its config, the folder given after it."""
+    flagfile = (REPO / "configs" / "go_emotions.flags").read_text().splitlines()
+    config = RunConfig.parse([*flagfile, f"--dataset={GO_EMOTIONS}", "--dataset_config="])
+    labeled = data.from_config(config.data, config.training.seed)
     assert labeled.task == Task("multi_label", (GO_EMOTIONS / "labels.txt").read_text().split())
     counts = data.labels(labeled.splits["train"]).sum(axis=0)
     names = labeled.label_names
