@@ -148,3 +148,35 @@ def test_metrics_json_reads_back_as_results(tiny_run):
     older["speed"] = {k: v for k, v in written["speed"].items() if k != "policy"}
     assert Results.from_json(older).speed.policy == "float32"
     assert Results.from_json(older).class_weight is None
+
+
+def test_bert_keras_json_reads_back_as_export_info_in_its_layout(tiny_run):
+    """An export of today and one written before ExportInfo existed (issue 29's fixture) read
+    back, and write out again key for key."""
+    from bert_keras.serving.info import INFO, ExportInfo
+
+    for export_dir in (
+        tiny_run / "export" / "emotion" / "1",
+        REPO / "tests" / "fixtures" / "export_before_issue_29" / "1",
+    ):
+        written = json.loads((export_dir / INFO).read_text())
+        info = ExportInfo.read(export_dir)
+        assert info.to_json() == written and list(info.to_json()) == list(written)
+        assert info.training.flags["dataset"] == "emotion" and info.tokenizer["vocab_size"] > 0
+
+
+def test_the_config_docstring_example_runs():
+    import doctest
+
+    assert doctest.testmod(config_module).failed == 0
+
+
+def test_the_installed_console_script_lists_the_commands_and_refuses_others():
+    """setup.cfg's entry point, as pip installed it beside this Python."""
+    from bert_keras.cli import COMMANDS
+
+    script = Path(sys.executable).parent / "bert-keras"
+    listed = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0 and all(f"  {name} " in listed.stdout for name in COMMANDS)
+    wrong = subprocess.run([script, "trian"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("unknown command 'trian'; usage")
