@@ -126,7 +126,7 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started, extra, publi
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
     if state == rundir.DONE:
         return finished_already(run_dir)
-    if state == rundir.NEW and run_dir.flags.is_file() and not config.overwrite:
+    if state == rundir.NEW and run_dir.flags.is_file() and not config.output.overwrite:
         print(f"{run_dir} holds an unfinished run without a backup; starting it over.")
     # === 2. Prepare, 3. build ===
     inputs = prepare(config, strategy.num_replicas_in_sync)
