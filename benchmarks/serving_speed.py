@@ -65,7 +65,7 @@ def to_pytorch(run: RunDir):
     import torch
     import transformers
 
-    ckpt, label_names, pooling = run.checkpoint(), run.label_names(), run.config().pooling
+    ckpt, label_names, pooling = run.checkpoint(), run.label_names(), run.config().encoder.pooling
     if pooling == "mean":
         raise SystemExit("--pooling=mean has no BertForSequenceClassification equivalent.")
     # The backbone as keras-hub builds it (the classifier's [CLS]-only last layer shares its
@@ -165,7 +165,7 @@ def pytorch_engine(run: RunDir, folder: Path):
         top_k=None,
     )
     order = {n: i for i, n in enumerate(label_names)}
-    max_length = run.config().max_seq_length
+    max_length = run.config().encoder.max_seq_length
 
     def answer(batch):
         rows = pipe(batch, batch_size=len(batch), truncation=True, max_length=max_length)
@@ -212,7 +212,7 @@ def onnx_engine(run: RunDir, path: Path):
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent / "pytorch")
-    max_length = run.config().max_seq_length
+    max_length = run.config().encoder.max_seq_length
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def answer(batch):
