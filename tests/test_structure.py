@@ -180,3 +180,17 @@ def test_the_installed_console_script_lists_the_commands_and_refuses_others():
     assert listed.returncode == 0 and all(f"  {name} " in listed.stdout for name in COMMANDS)
     wrong = subprocess.run([script, "trian"], capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.startswith("unknown command 'trian'; usage")
+
+
+def test_no_module_defines_flags_on_import_or_imports_torch():
+    """absl flags are defined inside functions only (a command's `define_flags`, called when it
+    starts); PyTorch is for the benchmarks and parity tests, never the package."""
+    for path in sorted((REPO / "bert_keras").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        assert not any(n.split(".")[0] == "torch" for n in _imports(path) if n), path
+        for node in tree.body:  # module level: no statement calls flags.DEFINE_*
+            for call in ast.walk(node):
+                if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.If):
+                    break
+                if isinstance(call, ast.Attribute) and call.attr.startswith("DEFINE"):
+                    raise AssertionError(f"{path}:{node.lineno} defines a flag on import")
