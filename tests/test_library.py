@@ -3,7 +3,6 @@ environment and logs), on the embedded model; single data files; the API's refus
 
 import gzip
 import json
-import random
 import textwrap
 
 import numpy as np
@@ -16,7 +15,8 @@ import bert_keras
 from bert_keras import checkpoint
 from bert_keras.errors import UsageError
 
-# A program of a user's: its own absl flag --batch_size, parsed before bert_keras is imported.
+# A program of a user's: its own absl flag --batch_size, parsed before bert_keras is imported;
+# then the whole API on the split files it is given (the run directory is the last argument).
 HOST_PROGRAM = textwrap.dedent(
     """
     import json, os, sys
@@ -37,40 +37,67 @@ HOST_PROGRAM = textwrap.dedent(
         "environment": dict(os.environ) == environment,
         "verbosity": logging.get_verbosity() == verbosity,
     }
+    train, validation, test, run = sys.argv[-4:]
     results = bert_keras.fit(
-        max_train_examples=512, max_eval_examples=64, epochs=1, output_dir=sys.argv[-1]
+        dataset=train,
+        validation_file=validation,
+        test_file=test,
+        text_column="tweet",
+        label_column="feeling",
+        epochs=1,
+        output_dir=run,
     )
-    classify = bert_keras.load(sys.argv[-1])
     print(json.dumps({
         "unchanged": unchanged,
         "batch_size": flags.FLAGS.batch_size,
-        "test": results.test,
-        "export": results.export,
-        "model": results.model,
-        "answers": classify(["i feel great", "i am so scared"]),
+        "results": results.to_json(),
+        "answers": bert_keras.load(run)(["i feel great", "i am so scared"]),
+        "report": str(bert_keras.evaluate(run_dir=run, split="validation")),
+        "again": str(bert_keras.export(run)),
     }))
     """
 )
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def _tweets(path, split: str, n: int):
+    """n emotion rows of a split in a .jsonl.gz file of its own columns, labels as names."""
+    with gzip.open(path, "wt") as f:
+        for row in emotion_rows(split, n):
+            f.write(json.dumps({"tweet": row["text"], "feeling": LABELS[row["label"]]}) + "\n")
+    return str(path)
 
 
 def test_a_program_with_its_own_flags_imports_bert_keras_fits_and_loads(tmp_path):
     """The issue's test: `import bert_keras` (every module of it) registers no flag and changes
     no environment variable or log level of the host; `fit` trains the embedded model on 512
-    emotion rows for one epoch, tests and exports it; `load` answers texts."""
+    emotion rows (a .jsonl.gz file of its own columns, its splits in two more) for one epoch,
+    tests and exports it; `load` answers texts; `evaluate` and `export` write their folders."""
+    files = [
+        _tweets(tmp_path / "tweets.jsonl.gz", "train", 512),
+        _tweets(tmp_path / "dev.jsonl.gz", "validation", 64),
+        _tweets(tmp_path / "test.jsonl.gz", "test", 64),
+    ]
     run = tmp_path / "run"
-    out = run_python("-c", HOST_PROGRAM, "--batch_size=3", str(run))
+    out = run_python("-c", HOST_PROGRAM, "--batch_size=3", *files, str(run))
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["unchanged"] == {"flags": True, "environment": True, "verbosity": True}
     assert found["batch_size"] == 3  # the host's own flag, as its command line set it
-    assert found["model"] == "all-MiniLM-L6-v2" and found["test"]["examples"] == 2000
-    assert 0 <= found["test"]["accuracy"] <= 1 and "micro-F1" in out.stdout  # the run's summary
-    assert found["export"] == str(run / "export" / "emotion" / "1")
-    labels = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+    results = found["results"]
+    assert results["model"] == "all-MiniLM-L6-v2" and results["dataset"] == "tweets"
+    assert sum(results["train_label_counts"].values()) == 512 and len(results["epochs"]) == 1
+    assert results["test"]["examples"] == 64 and 0 <= results["test"]["accuracy"] <= 1
+    assert "micro-F1" in out.stdout  # the run's summary
+    assert results["export"] == str(run / "export" / "tweets" / "1")
+    names = sorted(LABELS)  # string labels: ids in sorted order
     for answer in found["answers"]:
-        assert answer["label"] in labels and set(answer["probabilities"]) == set(labels)
+        assert answer["label"] in names and list(answer["probabilities"]) == names
     assert [a["text"] for a in found["answers"]] == ["i feel great", "i am so scared"]
-    _answers_text_as_hugging_face_ids(run / "export" / "emotion" / "1")
+    assert found["report"] == str(run / "reports" / "validation-tweets")
+    assert (run / "reports" / "validation-tweets" / "REPORT.md").is_file()
+    assert found["again"] == str(run / "export" / "tweets" / "2")
+    _answers_text_as_hugging_face_ids(run / "export" / "tweets" / "1")
 
 
 # Issue 29's table: texts the first export of the main job answered unlike the trained model.
@@ -101,44 +128,7 @@ def _answers_text_as_hugging_face_ids(export_dir):
     np.testing.assert_allclose(by_text["probabilities"].numpy(), want, atol=1e-5)
 
 
-# === One data file ===
-
-
-def test_one_compressed_jsonl_file_with_its_own_columns_trains_exports_and_evaluates(
-    tiny_bert, tmp_path
-):
-    """`dataset=<file>.jsonl.gz` with columns `review` and `stars` (string labels): validation
-    and test carved off it, trained, exported, answered through `load`, evaluated and exported
-    again through the API."""
-    rng = random.Random(0)
-    labels = ["bad", "good", "ok"]
-    rows = [
-        {"id": i, "review": r["text"], "stars": labels[r["label"] % 3]}
-        for i, r in enumerate(emotion_rows("train", 300))
-    ]
-    rng.shuffle(rows)
-    file = tmp_path / "reviews.jsonl.gz"
-    with gzip.open(file, "wt") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    run = tmp_path / "run"
-    results = bert_keras.fit(
-        dataset=str(file),
-        text_column="review",
-        label_column="stars",
-        model=str(tiny_bert),
-        max_seq_length=32,
-        epochs=1,
-        batch_size=16,
-        output_dir=str(run),
-    )
-    assert results.dataset == "reviews" and results.label_names == labels
-    assert results.test["examples"] == 30 and results.epochs[0]["validation"]["examples"] == 26
-    assert results.export == str(run / "export" / "reviews" / "1")
-    answers = bert_keras.load(results.export)(["i feel great"])
-    assert answers[0]["label"] in labels
-    report = bert_keras.evaluate(run_dir=run, split="validation")
-    assert report == run / "reports" / "validation-reviews" and (report / "REPORT.md").is_file()
-    assert bert_keras.export(run) == run / "export" / "reviews" / "2"
+# === Data files ===
 
 
 def test_split_files_by_flag_and_their_refusals(tmp_path):
