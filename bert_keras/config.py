@@ -384,27 +384,13 @@ class RunConfig:
         """From `--name=value` arguments (a flagfile's lines; comments and blanks skipped), the
         other flags at their defaults, parsed by flags of their own: the process's absl FLAGS
         are not touched."""
-        values = flags.FlagValues()
-        define_flags(values)
-        args = [a.strip() for a in args if a.strip() and not a.strip().startswith("#")]
-        try:
-            rest = values(["bert_keras", *args], known_only=False)
-        except flags.Error as e:
-            raise UsageError(f"bad flags ({cause(e)}); see bert-keras train --help.") from None
-        no_arguments(rest)
-        return cls.from_flags(values)
+        return cls.from_flags(parse_with(define_flags, args, "train"))
 
     @classmethod
     def create(cls, **values) -> "RunConfig":
         """From keyword arguments named as the flags (the Python API), checked as the flags
         are: bounds, choices and types."""
-        unknown = sorted(set(values) - set(GROUP_OF))
-        if unknown:
-            raise UsageError(
-                f"unknown argument(s) {', '.join(unknown)}; the arguments are the trainer's "
-                f"flags (bert-keras train --help)."
-            )
-        return cls.parse(f"--{name}={shown(value)}" for name, value in values.items())
+        return cls.parse(as_arguments(values, GROUP_OF, "train"))
 
     def values(self) -> dict:
         """Every flag's value, by name."""
@@ -461,6 +447,32 @@ class RunConfig:
     def model_name(self) -> str:
         """The export's model name (TF Serving's MODEL_NAME)."""
         return self.output.export_name or self.data.name
+
+
+def parse_with(define, args: Iterable[str], command: str) -> flags.FlagValues:
+    """`--name=value` arguments (comments and blanks skipped) parsed by a private FlagValues that
+    `define(values)` fills; a bad flag is one UsageError naming `bert-keras <command> --help`."""
+    values = flags.FlagValues()
+    define(values)
+    args = [a.strip() for a in args if a.strip() and not a.strip().startswith("#")]
+    try:
+        rest = values(["bert_keras", *args], known_only=False)
+    except flags.Error as e:
+        raise UsageError(f"bad flags ({cause(e)}); see bert-keras {command} --help.") from None
+    no_arguments(rest)
+    return values
+
+
+def as_arguments(values: dict, known, command: str) -> list[str]:
+    """Keyword arguments (the Python API's) as `--name=value` arguments; a name that is not
+    among the `known` flags is one UsageError."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UsageError(
+            f"unknown argument(s) {', '.join(unknown)}; the arguments are the flags of "
+            f"bert-keras {command} (--help lists them)."
+        )
+    return [f"--{name}={shown(value)}" for name, value in values.items()]
 
 
 def define_flags(values: flags.FlagValues):

@@ -31,8 +31,8 @@ from absl import flags
 
 from bert_keras import backup, callbacks, durable, pipeline, train
 from bert_keras import config as config_module
-from bert_keras.config import RESUMABLE_CHANGES, RunConfig, shown
-from bert_keras.errors import TrainingError, UsageError, cause, no_arguments
+from bert_keras.config import RESUMABLE_CHANGES, RunConfig
+from bert_keras.errors import TrainingError, UsageError
 from bert_keras.results import LOWER_IS_BETTER
 from bert_keras.rundir import RunDir
 
@@ -109,19 +109,10 @@ class SearchConfig:
     def create(cls, **values) -> "SearchConfig":
         """From keyword arguments named as the flags (the Python API), checked as the flags
         are."""
-        own = flags.FlagValues()
-        define_flags(own)
-        unknown = sorted(set(values) - set(own))
-        if unknown:
-            raise UsageError(
-                f"unknown argument(s) {', '.join(unknown)}; the arguments are the search's "
-                f"flags (bert-keras search --help)."
-            )
-        try:
-            rest = own(["bert_keras", *(f"--{n}={shown(v)}" for n, v in values.items())])
-        except flags.Error as e:
-            raise UsageError(f"bad arguments ({cause(e)}).") from None
-        no_arguments(rest)
+        known = flags.FlagValues()
+        define_flags(known)
+        args = config_module.as_arguments(values, known, "search")
+        own = config_module.parse_with(define_flags, args, "search")
         return cls.from_flags(own)
 
     @classmethod
