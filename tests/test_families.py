@@ -5,6 +5,7 @@ trains and exports through the CLI; the export answers raw text as it answers th
 tokenizer's ids, alone in TF Serving 2.20's runtime."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -24,15 +25,18 @@ from conftest import (
     run_cli,
     tiny_train_args,
 )
+from keras_hub.layers import TransformerEncoder
 from test_export import allowed_ops, export_ops, serve_alone
 
-from bert_keras import checkpoint, families, model, tokenize
+from bert_keras import checkpoint, families, model, tensors, tokenize
 from bert_keras.errors import UsageError
 from bert_keras.families import branched
 
 FAMILIES = sorted(tiny_models.WRITERS)
 MAX_LEN = 64
 REFERENCES = Path(__file__).parent / "references" / "families.npz"
+# Their pre-training layouts hold no classifier pooler: it starts at random on each load.
+RANDOM_POOLER = ("deberta-v2", "electra")
 
 
 @pytest.fixture(scope="session", params=FAMILIES)
@@ -86,7 +90,9 @@ def test_the_export_encoder_in_halves_equals_the_pytorch_model(folder):
     inputs = {k: ids[k] for k in ckpt.family.inputs}
     backbone = model.load_backbone(ckpt, 0.0)
     halved = branched.branched(backbone)
-    assert any(isinstance(layer, branched.BranchedEncoder) for layer in _layers(halved))
+    # DeBERTa's disentangled-attention layers are not halved: the export runs them as they are.
+    encoders = any(isinstance(layer, TransformerEncoder) for layer in _layers(backbone))
+    assert any(isinstance(layer, branched.BranchedEncoder) for layer in _layers(halved)) == encoders
     got = ckpt.family.sequence(halved(inputs)).numpy()
     real = ids["padding_mask"].astype(bool)
     np.testing.assert_allclose(got[real], reference[f"{folder.name}/hidden"][real], atol=1e-4)
@@ -164,8 +170,12 @@ def _equal_score_ties(hf, in_graph, text) -> bool:
 def test_in_graph_tokenizer_gives_the_hugging_face_ids(folder):
     _, hf, in_graph = _hf_and_in_graph(folder)
     assert _differences(hf, in_graph, HARD_STRINGS) == []
-    assert _differences(hf, in_graph, HARD_STRINGS, HARD_STRINGS[::-1]) == []  # pairs, truncated
-    texts = emotion_texts()[:5_000]  # lowercase ASCII: the code point test covers characters
+    # Pairs, truncated. Each text cut to 5,000 characters: Hugging Face's tokenizers computes every
+    # overflow combination of a pair (huggingface/tokenizers#2035), which for the 5,000 words
+    # beside the 100,000 characters in DeBERTa's tiny vocabulary is over 20 GB.
+    short = [text[:5_000] for text in HARD_STRINGS]
+    assert _differences(hf, in_graph, short, short[::-1]) == []
+    texts = emotion_texts()  # 20,000, lowercase ASCII: the code point test covers characters
     differ = _differences(hf, in_graph, texts)
     if in_graph.kind != "sentencepiece":
         assert differ == []
@@ -282,13 +292,15 @@ def test_max_seq_length_above_the_position_limit(folder):
 
 def test_a_normaliser_the_graph_cannot_reproduce_is_refused_before_training(folder, tmp_path):
     copy = _copy(folder, tmp_path)
+    if not (copy / "tokenizer.json").exists():  # the hub's DeBERTa-v3 layout: spm.model alone
+        tokenize.load_tokenizer(checkpoint.resolve(str(copy), MAX_LEN)).save_pretrained(copy)
     tokenizer_json = json.loads((copy / "tokenizer.json").read_text())
-    if "Precompiled" not in json.dumps(tokenizer_json["normalizer"]):
-        pytest.skip("a WordPiece family: its normaliser is BERT's own, checked by its flags")
-    strip = {"type": "Strip", "strip_left": True, "strip_right": True}
+    if tokenizer_json["model"]["type"] != "Unigram":
+        pytest.skip("a WordPiece or BPE family: its normaliser is its own, checked by its flags")
+    prepend = {"type": "Prepend", "prepend": "x"}
     tokenizer_json["normalizer"] = {
         "type": "Sequence",
-        "normalizers": [strip, *tokenizer_json["normalizer"].get("normalizers", [])],
+        "normalizers": [prepend, *tokenizer_json["normalizer"].get("normalizers", [])],
     }
     (copy / "tokenizer.json").write_text(json.dumps(tokenizer_json))
     # A generic fast tokenizer keeps tokenizer.json's normaliser (a family's class builds its own).
@@ -300,25 +312,92 @@ def test_a_normaliser_the_graph_cannot_reproduce_is_refused_before_training(fold
         ckpt.family.tokenizer_spec(tokenize.load_tokenizer(ckpt))
 
 
+@pytest.mark.parametrize(
+    "family, head", [("electra", "classifier.dense"), ("deberta-v2", "pooler.dense")]
+)
+def test_a_sequence_classification_checkpoint_brings_its_pooler(family, head, tmp_path):
+    """`*ForSequenceClassification`'s layout: the pooler its classifier runs is loaded, and
+    `pooler` pooling computes the checkpoint's dense + GELU over the first token."""
+    from safetensors.numpy import save_file
+
+    folder = tiny_models.write(family, tmp_path / family, hub_layout=False)
+    arrays = tensors.read(folder)
+    rng = np.random.default_rng(1)
+    weight, bias = rng.normal(0, 0.1, (32, 32)), rng.normal(0, 0.1, 32)
+    arrays.update({f"{head}.weight": weight, f"{head}.bias": bias})
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items() if "prediction" not in k}
+    save_file(arrays, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    ckpt = checkpoint.resolve(str(folder), MAX_LEN)
+    backbone = model.load_backbone(ckpt, 0.0)
+    ids = hugging_face_inputs(folder, tiny_models.REFERENCE_TEXTS, MAX_LEN)
+    outputs = backbone({k: ids[k] for k in ckpt.family.inputs})
+    first = outputs["sequence_output"].numpy()[:, 0]
+    z = first @ weight.T + bias
+    gelu = 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))  # the exact GELU
+    np.testing.assert_allclose(outputs["pooled_output"].numpy(), gelu, atol=1e-5)
+
+
+def test_a_deberta_folder_with_spm_model_alone_tokenizes_as_with_tokenizer_json(tmp_path):
+    """The hub's DeBERTa-v3 folders have no tokenizer.json (the family fixture is such a folder):
+    transformers makes the tokenizer from spm.model, as from a saved tokenizer.json."""
+    hub = tiny_models.write("deberta-v2", tmp_path / "hub" / "deberta-v2")
+    saved = tiny_models.write("deberta-v2", tmp_path / "saved" / "deberta-v2", hub_layout=False)
+    assert not (hub / "tokenizer.json").exists() and (saved / "tokenizer.json").exists()
+    (_, alone, graph), (_, with_json, _) = _hf_and_in_graph(hub), _hf_and_in_graph(saved)
+    texts = HARD_STRINGS[:-3] + emotion_texts("test")[:500]
+    assert alone(texts)["input_ids"] == with_json(texts)["input_ids"]
+    assert _differences(alone, graph, texts) == []
+
+
+@pytest.mark.parametrize("family", RANDOM_POOLER)  # the families bert_keras converts itself
+def test_weights_that_do_not_fit_the_config_or_are_missing_are_one_line(family, tmp_path):
+    folder = tiny_models.write(family, tmp_path / family, hub_layout=False)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": 7}))
+    ckpt = checkpoint.resolve(str(folder), MAX_LEN)
+    with pytest.raises(UsageError, match=r"a tensor of shape \(\d+, \d+\) does not fit .*config"):
+        model.load_backbone(ckpt, 0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    arrays = {k: v for k, v in tensors.read(folder).items() if "layer.1.output.dense" not in k}
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(folder / "model.safetensors"))
+    with pytest.raises(UsageError, match=r"its weights have no tensor .*layer\.1\.output\.dense"):
+        model.load_backbone(checkpoint.resolve(str(folder), MAX_LEN), 0.0)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("conv_kernel_size", 3), ("position_buckets", -1), ("pos_att_type", ["c2p"])],
+)
+def test_a_deberta_v2_configuration_is_refused(key, value, tmp_path):
+    """DeBERTa-v2 (not -v3) settings that keras-hub's backbone does not compute."""
+    folder = tiny_models.write("deberta-v2", tmp_path / "deberta-v2")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(UsageError, match=f"its config.json has {key}=.*not DeBERTa-v2"):
+        checkpoint.resolve(str(folder), MAX_LEN)
+
+
 def test_sharded_weights_load_as_one_file(folder, tmp_path):
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     copy = _copy(folder, tmp_path)
-    tensors = load_file(str(copy / "model.safetensors"))
-    names = sorted(tensors)
+    arrays = tensors.read(copy)
+    names = sorted(arrays)
     shards = {
         "model-00001-of-00002.safetensors": names[::2],
         "model-00002-of-00002.safetensors": names[1::2],
     }
     for shard, shard_names in shards.items():
-        save_file(
-            {n: tensors[n] for n in shard_names}, str(copy / shard), metadata={"format": "pt"}
-        )
+        save_file({n: arrays[n] for n in shard_names}, str(copy / shard), metadata={"format": "pt"})
     index = {"metadata": {}, "weight_map": {n: s for s, ns in shards.items() for n in ns}}
     (copy / "model.safetensors.index.json").write_text(json.dumps(index))
-    (copy / "model.safetensors").unlink()
+    for whole in ("model.safetensors", "pytorch_model.bin"):
+        (copy / whole).unlink(missing_ok=True)
     whole, sharded = (
         model.load_backbone(checkpoint.resolve(str(f), MAX_LEN), 0.0) for f in (folder, copy)
     )
     for a, b in zip(whole.weights, sharded.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        if not (a.path.startswith("pooled_dense/") and folder.name in RANDOM_POOLER):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -8,6 +8,8 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from conftest import REPO
 
+from bert_keras.config import RunConfig
+
 
 def _commands():
     readme = (REPO / "README.md").read_text()
@@ -29,8 +31,6 @@ def test_readme_runs_the_main_job_on_the_embedded_defaults():
 
 @pytest.mark.parametrize("name", ["emotion", "go_emotions", "emotion_tutorial"])
 def test_the_configs_parse_and_the_results_configs_validate_the_moving_average(name):
-    from bert_keras.config import RunConfig
-
     config = RunConfig.parse((REPO / "configs" / f"{name}.flags").read_text().splitlines())
     # README's results are these configs' runs with the average; the tutorial's run is short
     # (docs/search.md: the average's window would reach back to its first weights).
@@ -40,6 +40,12 @@ def test_the_configs_parse_and_the_results_configs_validate_the_moving_average(n
             "google-research-datasets/go_emotions",
             "simplified",
         )
+
+
+@pytest.mark.parametrize("name", ["emotion_bert_base", "emotion_deberta_v3"])
+def test_the_hub_configs_parse_and_name_a_hub_checkpoint(name):
+    config = RunConfig.parse((REPO / "configs" / f"{name}.flags").read_text().splitlines())
+    assert config.encoder.model.startswith("hf://") and config.output.output_dir.endswith(name)
 
 
 def _rest_predict(signature, body: dict) -> dict:

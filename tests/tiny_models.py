@@ -20,7 +20,15 @@ H, LAYERS, HEADS, INTERMEDIATE, POSITIONS = 32, 2, 2, 64, 128
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def write(model_type: str, folder: Path, seed: int = 0) -> Path:
+# Families whose hub checkpoints hold only PyTorch's pytorch_model.bin (microsoft/deberta-v3-*):
+# `write` gives them the same weights as a torch.save file, made by tests/make_fixtures.py, and
+# their tokenizer as the hub has it: spm.model and an old tokenizer_config.json, no tokenizer.json.
+PYTORCH_ONLY = ("deberta-v2",)
+HUB_TOKENIZER_CONFIG = {"do_lower_case": False, "vocab_type": "spm"}
+
+
+def write(model_type: str, folder: Path, seed: int = 0, hub_layout: bool = True) -> Path:
+    """`hub_layout=False`: safetensors for every family."""
     folder.mkdir(parents=True, exist_ok=True)
     config, shapes = WRITERS[model_type](folder)
     rng = np.random.default_rng(seed)
@@ -30,8 +38,14 @@ def write(model_type: str, folder: Path, seed: int = 0) -> Path:
             weights[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:  # biases too: a wrong bias mapping must show
             weights[name] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
-    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if hub_layout and model_type in PYTORCH_ONLY:
+        assert seed == 0, "the committed pytorch_model.bin holds seed 0's weights"
+        shutil.copy(FIXTURES / "pytorch_model" / f"{model_type}.bin", folder / "pytorch_model.bin")
+        (folder / "tokenizer.json").unlink()
+        (folder / "tokenizer_config.json").write_text(json.dumps(HUB_TOKENIZER_CONFIG))
+    else:
+        save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
 
 
@@ -72,6 +86,17 @@ def _encoder_layer(prefix: str, names: dict) -> dict:
     return shapes
 
 
+def _sizes(vocab: int) -> dict:
+    return {
+        "vocab_size": vocab,
+        "hidden_size": H,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "intermediate_size": INTERMEDIATE,
+        "max_position_embeddings": POSITIONS,
+    }
+
+
 _BERT_LAYER = {
     "query": "attention.self.query",
     "key": "attention.self.key",
@@ -105,12 +130,7 @@ def _bert(folder: Path):
     config = {
         "model_type": "bert",
         "architectures": ["BertForPreTraining"],
-        "vocab_size": vocab,
-        "hidden_size": H,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "intermediate_size": INTERMEDIATE,
-        "max_position_embeddings": POSITIONS,
+        **_sizes(vocab),
         "type_vocab_size": 2,
         "hidden_act": "gelu",
         "hidden_dropout_prob": 0.1,
@@ -253,6 +273,83 @@ def _albert(folder: Path):
     return config, shapes
 
 
+def _electra(folder: Path):
+    """ELECTRA's discriminator (`ElectraForPreTraining`): embeddings narrower than the hidden
+    width, projected, as electra-small's are."""
+    import transformers
+
+    vocab, embedding, p = _wordpiece(folder, transformers.ElectraTokenizerFast), 16, "electra."
+    shapes = {
+        **_embeddings(p, vocab, POSITIONS, 2, embedding),
+        f"{p}embeddings_project.weight": (H, embedding),
+        f"{p}embeddings_project.bias": (H,),
+        **_layers(p + "encoder.layer.{}.", _BERT_LAYER),
+        "discriminator_predictions.dense.weight": (H, H),
+        "discriminator_predictions.dense.bias": (H,),
+        "discriminator_predictions.dense_prediction.weight": (1, H),
+        "discriminator_predictions.dense_prediction.bias": (1,),
+    }
+    config = {
+        **_bert(folder)[0],  # BERT's hyperparameters (and the same tokenizer files)
+        "model_type": "electra",
+        "architectures": ["ElectraForPreTraining"],
+        "embedding_size": embedding,
+    }
+    return config, shapes
+
+
+_DEBERTA_LAYER = {
+    **_BERT_LAYER,
+    "query": "attention.self.query_proj",
+    "key": "attention.self.key_proj",
+    "value": "attention.self.value_proj",
+}
+BUCKETS = 8  # relative position buckets: log-spaced beyond 4 tokens, as 256 are beyond 128
+
+
+def _deberta_v3(folder: Path):
+    """DeBERTa-v3 as `DebertaV2ForMaskedLM` saves it (the hub's deberta-v3 layout): an
+    embedding table with rows beyond the tokenizer's, as the hub's 128,100 for 128,001."""
+    import transformers
+
+    _sentencepiece(folder, "deberta-v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    vocab, p = len(tokenizer) + 27, "deberta."
+    shapes = {
+        f"{p}embeddings.word_embeddings.weight": (vocab, H),
+        f"{p}embeddings.LayerNorm.weight": (H,),
+        f"{p}embeddings.LayerNorm.bias": (H,),
+        f"{p}encoder.rel_embeddings.weight": (2 * BUCKETS, H),
+        f"{p}encoder.LayerNorm.weight": (H,),
+        f"{p}encoder.LayerNorm.bias": (H,),
+        **_layers(p + "encoder.layer.{}.", _DEBERTA_LAYER),
+        "lm_predictions.lm_head.dense.weight": (H, H),
+        "lm_predictions.lm_head.dense.bias": (H,),
+        "lm_predictions.lm_head.LayerNorm.weight": (H,),
+        "lm_predictions.lm_head.LayerNorm.bias": (H,),
+        "lm_predictions.lm_head.bias": (vocab,),
+    }
+    config = {
+        "model_type": "deberta-v2",
+        "architectures": ["DebertaV2ForMaskedLM"],
+        **_sizes(vocab),
+        "relative_attention": True,
+        "position_buckets": BUCKETS,
+        "max_relative_positions": -1,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "layer_norm_eps": 1e-7,
+        "pad_token_id": 0,
+    }
+    return config, shapes
+
+
 def _sentencepiece(folder: Path, family: str):
     """The family's tokenizer files from tests/fixtures: a 1,000-piece Unigram SentencePiece
     model trained on emotion's training texts by tests/make_fixtures.py (the `sentencepiece`
@@ -264,7 +361,9 @@ def _sentencepiece(folder: Path, family: str):
 WRITERS = {
     "albert": _albert,
     "bert": _bert,
+    "deberta-v2": _deberta_v3,
     "distilbert": _distilbert,
+    "electra": _electra,
     "roberta": _roberta,
     "xlm-roberta": _xlm_roberta,
 }

@@ -114,4 +114,11 @@ def for_config(config: dict, source: str = "") -> Family:
 
 
 # Each family registers itself on import.
-from bert_keras.families import albert, bert, roberta, xlm_roberta  # noqa: E402, F401
+from bert_keras.families import (  # noqa: E402, F401
+    albert,
+    bert,
+    deberta_v3,
+    electra,
+    roberta,
+    xlm_roberta,
+)

@@ -6,8 +6,11 @@ and DistilBERT, BERT distilled: 6 layers, no segment ids, no pooler.
 >>> backbone = family.load_backbone("/path/to/hf_bert_folder", dropout=0.1)
 """
 
+from pathlib import Path
+
 import keras_hub
 
+from bert_keras import tensors
 from bert_keras.errors import UsageError, cause
 from bert_keras.families import Family, register, transformer, wordpiece
 from bert_keras.serving.wordpiece import Vocab, WordPieceTokenizer
@@ -34,10 +37,16 @@ class Bert(Family):
 
     def load_backbone(self, source: str, dropout: float):
         """keras-hub converts a Hugging Face folder (a hub id's too: `checkpoint` downloads it)
-        itself."""
+        itself, from safetensors (a `.bin` folder's weights are converted to them first)."""
         backbone_class = getattr(keras_hub.models, self.backbone_class)
+        if Path(source).is_dir():
+            with tensors.as_safetensors(Path(source)) as folder:
+                return self._from_preset(backbone_class, str(folder), source, dropout)
+        return self._from_preset(backbone_class, source, source, dropout)
+
+    def _from_preset(self, backbone_class, preset: str, source: str, dropout: float):
         try:
-            return backbone_class.from_preset(source, dropout=dropout)
+            return backbone_class.from_preset(preset, dropout=dropout)
         except Exception as e:  # offline, unknown preset, missing tensors: all end the same way
             raise UsageError(
                 f"cannot load {self.name} weights from --model={source} ({cause(e)}). "

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
 
+from bert_keras import tensors
 from bert_keras.errors import UsageError
 from bert_keras.families import Family, register, transformer
 from bert_keras.families.bert import Bert
@@ -65,14 +65,11 @@ def _fold_token_type(backbone, folder: Path):
     drops it (its XLM-RoBERTa converter folds it in). Added to every position embedding here, the
     sums are the same."""
     name = "embeddings.token_type_embeddings.weight"
-    for path in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(path), "np") as tensors:
-            key = next((k for k in tensors.keys() if k.endswith(name)), None)  # noqa: SIM118
-            if key is not None:
-                row = tensors.get_tensor(key)[0]
-                positions = backbone.embeddings.position_embedding.position_embeddings
-                positions.assign(positions.numpy() + row.astype(np.float32))
-                return
+    arrays = tensors.read(folder)
+    key = next((k for k in arrays if k.endswith(name)), None)
+    if key is not None:
+        positions = backbone.embeddings.position_embedding.position_embeddings
+        positions.assign(positions.numpy() + arrays[key][0].astype(np.float32))
 
 
 register(Roberta())

@@ -29,20 +29,9 @@ def spec(tokenizer, model_file_name: str, pair_separators: int) -> SentencePiece
     """`model_file_name`: the SentencePiece model beside tokenizer.json (the family's file)."""
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     steps = _steps(backend, tokenizer.name_or_path)
-    model_file = Path(getattr(tokenizer, "vocab_file", None) or "")
-    if not model_file.is_file():
-        model_file = Path(tokenizer.name_or_path) / model_file_name
-    if not model_file.is_file():
-        raise UsageError(
-            f"the tokenizer of {tokenizer.name_or_path} has no {model_file_name}, which the "
-            f"export's in-graph tokenizer needs; put it beside tokenizer.json."
-        )
-    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    if [i for _, i in by_id] != list(range(len(by_id))):
-        raise UsageError("the tokenizer's vocab ids are not 0..n-1; the graph cannot map them.")
     return SentencePieceSpec(
-        model=model_file.read_bytes(),
-        vocab=[t for t, _ in by_id],
+        model=model_file(tokenizer, model_file_name).read_bytes(),
+        vocab=vocabulary(tokenizer),
         steps=[_with_tables(step) for step in steps],
         whitespace=_whitespace(backend),
         unk_id=tokenizer.unk_token_id,
@@ -50,6 +39,26 @@ def spec(tokenizer, model_file_name: str, pair_separators: int) -> SentencePiece
             tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, pair_separators
         ),
     )
+
+
+def model_file(tokenizer, name: str) -> Path:
+    path = Path(getattr(tokenizer, "vocab_file", None) or "")
+    if not path.is_file():
+        path = Path(tokenizer.name_or_path) / name
+    if not path.is_file():
+        raise UsageError(
+            f"the tokenizer of {tokenizer.name_or_path} has no {name}, which the export's "
+            f"in-graph tokenizer needs; put it beside tokenizer.json."
+        )
+    return path
+
+
+def vocabulary(tokenizer) -> list[str]:
+    """The Hugging Face vocabulary, index = id."""
+    by_id = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        raise UsageError("the tokenizer's vocab ids are not 0..n-1; the graph cannot map them.")
+    return [t for t, _ in by_id]
 
 
 def _steps(backend: dict, name: str) -> list[dict]:

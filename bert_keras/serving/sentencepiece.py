@@ -1,11 +1,13 @@
-"""SentencePiece in the graph (XLM-RoBERTa, ALBERT): raw text -> the Hugging Face tokenizer's ids.
+"""SentencePiece in the graph (XLM-RoBERTa, ALBERT, DeBERTa-v3): raw text -> the Hugging Face
+tokenizer's ids.
 
 The Hugging Face fast tokenizer of a SentencePiece checkpoint is the SentencePiece model's
-Unigram lattice behind a normaliser: a few plain steps (`Replace` of a literal string, Unicode
-normal forms, `StripAccents`, `Lowercase`), then the model's own precompiled character map. Here
-the plain steps run as TensorFlow ops, then TF Text's SentencepieceTokenizer (which applies the
-character map and SentencePiece's whitespace rules) gives pieces, and the Hugging Face vocabulary
-maps each piece to its id (an id offset such as XLM-R's comes with it).
+Unigram lattice behind a normaliser: a few plain steps (`Replace`, Unicode normal forms,
+`StripAccents`, `Lowercase`, `Strip`), then (XLM-RoBERTa, ALBERT) the model's own precompiled
+character map. Here the plain steps run as TensorFlow ops, then TF Text's SentencepieceTokenizer
+(which applies the character map, if the model proto still has one, and SentencePiece's
+whitespace rules) gives pieces, and the Hugging Face vocabulary maps each piece to its id (an id
+offset such as XLM-R's comes with it).
 
 >>> tokenizer = SentencePieceTokenizer(spec, max_seq_length=128)
 >>> tokenizer(tf.constant(["i feel great"]))["token_ids"]
@@ -22,7 +24,7 @@ from bert_keras.serving.pairs import InGraphTokenizer, Specials
 
 PRIVATE_USE = "\ue000"
 # The normaliser steps the graph reproduces, by their Hugging Face `type`.
-STEPS = ("Replace", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Lowercase")
+STEPS = ("Replace", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Lowercase", "Strip")
 
 
 @dataclasses.dataclass
@@ -30,10 +32,15 @@ class SentencePieceSpec:
     model: bytes  # the SentencePiece model proto (spiece.model, sentencepiece.bpe.model)
     vocab: list[str]  # the Hugging Face vocabulary: index = id
     steps: list[dict]  # normaliser steps before the character map, as in tokenizer.json, with
-    # what StripAccents strips (`marks`, a class) and Lowercase's `table`
+    # what StripAccents strips (`marks`, a class), Lowercase's `table`, a regex Replace's RE2
+    # pattern (`re2`) and what Strip strips (`chars`, a class)
     whitespace: str  # a class of what the pre-tokenizer also splits at, made spaces
     unk_id: int
     specials: Specials
+    charsmap: bool = True  # the model proto applies its character map (False: rewritten off)
+    # The Metaspace prepends its `▁` only to a text that does not start with one, where
+    # SentencePiece always adds its own: a leading space is dropped first.
+    leading_space: bool = False
 
     @property
     def sha256(self) -> str:
@@ -62,6 +69,8 @@ class SentencePieceTokenizer(InGraphTokenizer):
         for normalise in self.normalisers:
             text = normalise(text)
         text = replace(text, self.spec.whitespace, " ")
+        if self.spec.leading_space:
+            text = tf.strings.regex_replace(text, "^ ", "")
         return tf.ragged.map_flat_values(self.ids.lookup, self.pieces.tokenize(text))
 
     def assets(self) -> dict[str, bytes | str]:
@@ -72,7 +81,8 @@ class SentencePieceTokenizer(InGraphTokenizer):
             "tokenizer": self.kind,
             "vocab_size": len(self.spec.vocab),
             "vocab_sha256": self.spec.sha256,
-            "normalizer": [step["type"] for step in self.spec.steps] + ["Precompiled"],
+            "normalizer": [step["type"] for step in self.spec.steps]
+            + ["Precompiled"] * self.spec.charsmap,
             "lowercase": any(step["type"] == "Lowercase" for step in self.spec.steps),
         }
 
@@ -81,8 +91,14 @@ def _normaliser(step: dict):
     """A step as a function of the text (a CodePointMap, a tf.Module, for Lowercase)."""
     kind = step["type"]
     if kind == "Replace":
-        pattern, content = literal(step["pattern"]["String"]), step["content"].replace("\\", "\\\\")
+        pattern = step.get("re2") or literal(step["pattern"]["String"])
+        content = step["content"].replace("\\", "\\\\")
         return lambda text: tf.strings.regex_replace(text, pattern, content)
+    if kind == "Strip":
+        chars = step["chars"]
+        left, right = f"^{chars}+" * step["strip_left"], f"{chars}+$" * step["strip_right"]
+        pattern = "|".join(p for p in (left, right) if p)
+        return lambda text: replace(text, pattern if chars else "", "")
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
         return lambda text: tf_text.normalize_utf8(text, kind)
     if kind == "StripAccents":
