@@ -85,9 +85,14 @@ def _files(folder: Path, single: str, index: str) -> list[Path]:
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+    from safetensors import numpy as as_numpy
 
-    return load_file(str(path))
+    try:
+        return as_numpy.load_file(str(path))
+    except TypeError:  # numpy has no bfloat16: through TensorFlow, as ml_dtypes' bfloat16
+        from safetensors import tensorflow as as_tensorflow
+
+        return {k: v.numpy() for k, v in as_tensorflow.load_file(str(path)).items()}
 
 
 @contextlib.contextmanager

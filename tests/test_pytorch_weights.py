@@ -65,6 +65,20 @@ def _load(folder):
     return model.load_backbone(checkpoint.resolve(str(folder), 64), 0.0)
 
 
+def test_bfloat16_safetensors_read_as_float32(tmp_path):
+    import tensorflow as tf
+    from safetensors.tensorflow import save_file
+
+    values = [1.5, -2.25, 3.0]
+    save_file(
+        {"a": tf.constant(values, tf.bfloat16), "b": tf.range(4)},
+        str(tmp_path / "model.safetensors"),
+    )
+    arrays = tensors.read(tmp_path)
+    assert arrays["a"].dtype == np.float32 and arrays["a"].tolist() == values
+    assert arrays["b"].tolist() == [0, 1, 2, 3]
+
+
 class _RunsACommand:
     def __init__(self, marker):
         self.marker = marker
