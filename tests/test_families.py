@@ -349,6 +349,22 @@ def test_a_deberta_folder_with_spm_model_alone_tokenizes_as_with_tokenizer_json(
     assert _differences(alone, graph, texts) == []
 
 
+@pytest.mark.parametrize("family, prefix", [("electra", "electra."), ("deberta-v2", "deberta.")])
+def test_a_bare_model_layout_loads_as_its_task_layout(family, prefix, tmp_path):
+    """`ElectraModel` / `DebertaV2Model.save_pretrained`: the base model's tensors, no prefix."""
+    from safetensors.numpy import save_file
+
+    task = tiny_models.write(family, tmp_path / "task" / family, hub_layout=False)
+    bare = _copy(task, tmp_path / "bare")
+    arrays = tensors.read(task)
+    base = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+    save_file(base, str(bare / "model.safetensors"), metadata={"format": "pt"})
+    a, b = (model.load_backbone(checkpoint.resolve(str(f), MAX_LEN), 0.0) for f in (task, bare))
+    for x, y in zip(a.weights, b.weights, strict=True):
+        if not x.path.startswith("pooled_dense/"):
+            np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+
+
 @pytest.mark.parametrize("family", RANDOM_POOLER)  # the families bert_keras converts itself
 def test_weights_that_do_not_fit_the_config_or_are_missing_are_one_line(family, tmp_path):
     folder = tiny_models.write(family, tmp_path / family, hub_layout=False)
