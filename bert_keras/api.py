@@ -53,13 +53,16 @@ def evaluate(run_dir=None, export_dir=None, split="test", dataset=None, report_d
     return evaluation.evaluate(run_dir, export_dir, split, dataset, report_dir)
 
 
-def export(run_dir, export_base=None, model_name=None) -> Path:
-    """Exports a run's best checkpoint as the next SavedModel version, as `bert-keras export`
-    does; returns the version's folder."""
+def export(run_dir, export_base=None, model_name=None, format="savedmodel"):
+    """Exports a run's best checkpoint as `bert-keras export` does: `format` one of
+    "savedmodel" and "hf", or a list of them; returns the version's folder (a dict by format
+    for a list)."""
     from bert_keras import exporting
 
     base = Path(export_base) if export_base else None
-    return exporting.from_run(Path(run_dir), base, model_name)
+    formats = [format] if isinstance(format, str) else list(format)
+    written = exporting.from_run(Path(run_dir), base, model_name, formats=formats)
+    return written[format] if isinstance(format, str) else written
 
 
 def search(**flags):

@@ -22,13 +22,17 @@ from absl import flags
 from bert_keras.errors import UsageError, cause, no_arguments
 
 # Flags that may change between a run and its resumption: they do not change what is learned.
-RESUMABLE_CHANGES = frozenset({"backup_every_steps", "strategy", "num_cpu_devices"})
+RESUMABLE_CHANGES = frozenset(
+    {"backup_every_steps", "strategy", "num_cpu_devices", "export_formats"}
+)
 # Flags that say what to do with a run directory, not what the run is: not in its run.flags.
 NOT_RECORDED = frozenset({"overwrite"})
 # Compressions `datasets` reads a data file through, by the file's last suffix.
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # The data files `--dataset=<file>` and `--train_file` take, by their suffix before compression.
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+# What `bert_keras.export` writes (`exporting`): TF Serving's SavedModel, a Hugging Face folder.
+EXPORT_FORMATS = ("savedmodel", "hf")
 
 
 def flag(default, help: str, *, lower=None, upper=None, choices: Sequence[str] = ()):
@@ -352,6 +356,13 @@ class OutputConfig:
         "Model name in the export path <output_dir>/export/<export_name>/<version>/ (TF "
         "Serving's MODEL_NAME). Empty = the dataset's name.",
     )
+    export_formats: tuple[str, ...] = flag(
+        ("savedmodel",),
+        "What the finished run exports, a comma list: `savedmodel` (TF Serving, raw text in: "
+        "<export_name>/<version>/) and `hf` (a Hugging Face folder of the fine-tuned "
+        "*ForSequenceClassification for transformers and the Hub: <export_name>/hf/<version>/).",
+        choices=EXPORT_FORMATS,
+    )
 
 
 # RunConfig's attribute of each group, in the order `--help` and run.flags' readers see them.
@@ -488,7 +499,15 @@ def define_flags(values: flags.FlagValues):
 def _define(field: dataclasses.Field, values: flags.FlagValues):
     meta, default, name, text = field.metadata, field.default, field.name, field.metadata["help"]
     bounds = {"lower_bound": meta["lower"], "upper_bound": meta["upper"]}
-    if meta["choices"]:
+    if meta["choices"] and typing.get_origin(field.type) is tuple:
+        flags.DEFINE_list(name, list(default), text, flag_values=values)
+        flags.register_validator(
+            name,
+            lambda value, choices=meta["choices"]: bool(value) and set(value) <= set(choices),
+            f"--{name} takes a comma list of {', '.join(meta['choices'])}",
+            flag_values=values,
+        )
+    elif meta["choices"]:
         flags.DEFINE_enum(name, default, list(meta["choices"]), text, flag_values=values)
     elif field.type is bool:
         flags.DEFINE_bool(name, default, text, flag_values=values)

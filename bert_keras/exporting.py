@@ -1,6 +1,8 @@
-"""Stage 7: a SavedModel that TF Serving serves from raw text.
+"""Stage 7: a SavedModel that TF Serving serves from raw text (and, `--format=...,hf`, a Hugging
+Face folder of the same classifier: `hub_folder`).
 
     bert-keras export --run_dir=runs/emotion [--export_base=models] [--model_name=emotion]
+        [--format=savedmodel,hf]
 
 Layout `<base>/<name>/<version>/` (TF Serving's). Each version is written through `durable` as
 the next free version, so a server watching `<base>/<name>` never sees half a model, and an
@@ -27,7 +29,8 @@ import keras
 import tensorflow as tf
 from absl import flags
 
-from bert_keras import durable, report, rundir, tokenize
+from bert_keras import durable, hub_folder, report, rundir, tokenize
+from bert_keras.config import EXPORT_FORMATS
 from bert_keras.errors import UsageError
 from bert_keras.families import branched
 from bert_keras.results import Results
@@ -35,6 +38,8 @@ from bert_keras.rundir import RunDir
 from bert_keras.serving import INFO, warmup
 from bert_keras.serving.info import ExportInfo, TrainingInfo
 from bert_keras.serving.module import OUTPUTS, TextClassifier
+
+FORMAT_NAMES = {"savedmodel": "SavedModel", "hf": "Hugging Face folder"}  # as a summary says
 
 
 def write(module: TextClassifier, model_base: Path, info: ExportInfo) -> Path:
@@ -73,14 +78,20 @@ def from_run(
     model_name: str | None = None,
     classifier: keras.Model | None = None,
     results: Results | None = None,
-) -> Path:
-    """Exports a run's best checkpoint as the next version of `<export_base>/<model_name>`.
+    formats=("savedmodel",),
+) -> dict[str, Path]:
+    """Exports a run's best checkpoint in each of `formats` (`EXPORT_FORMATS`) as the next
+    version of `<export_base>/<model_name>` (a SavedModel) and `<export_base>/<model_name>/hf`;
+    returns each format's version folder.
 
     The trainer passes the classifier it holds and its results; the CLI rebuilds the classifier
     from the run directory and reads its `metrics.json`.
     """
+    _check_formats(formats)
     run = RunDir(run_dir)
     config, task, ckpt = run.config(), run.task(), run.checkpoint()
+    if "hf" in formats:
+        hub_folder.check(ckpt, config.encoder.pooling)
     max_seq_length = config.encoder.max_seq_length
     family, hf_tokenizer = ckpt.family, tokenize.load_tokenizer(ckpt)
     if results is None:
@@ -121,7 +132,21 @@ def from_run(
         versions={"training": results and results.versions, "export": rundir.versions()},
     )
     base = Path(export_base or run.export_base) / (model_name or config.model_name)
-    return write(module, base, info)
+    written = {}
+    if "savedmodel" in formats:
+        written["savedmodel"] = write(module, base, info)
+    if "hf" in formats:
+        written["hf"] = hub_folder.write(run, ckpt, info, base / "hf")
+    return written
+
+
+def _check_formats(formats):
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise UsageError(
+            f"export format {','.join(unknown) or '(none)'}: bert_keras exports "
+            f"{', '.join(EXPORT_FORMATS)}; pass a comma list of them."
+        )
 
 
 def signatures(module: TextClassifier) -> dict:
@@ -171,6 +196,14 @@ def define_flags(values: flags.FlagValues):
         "Default: the run's --export_name, else the data set's name.",
         flag_values=values,
     )
+    flags.DEFINE_list(
+        "format",
+        ["savedmodel"],
+        "What to export, a comma list: `savedmodel` (TF Serving, raw text in) and `hf` (a "
+        "Hugging Face folder of the fine-tuned *ForSequenceClassification, under "
+        "<model_name>/hf/<version>/).",
+        flag_values=values,
+    )
     flags.mark_flag_as_required("run_dir", flag_values=values)
 
 
@@ -180,4 +213,9 @@ def main(argv):
 
     f = flags.FLAGS
     base = Path(f.export_base) if f.export_base else None
-    print(cli.run_command(argv, lambda: from_run(Path(f.run_dir), base, f.model_name or None)))
+
+    def export():
+        written = from_run(Path(f.run_dir), base, f.model_name or None, formats=f.format)
+        return "\n".join(str(path) for path in written.values())
+
+    print(cli.run_command(argv, export))

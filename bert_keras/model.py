@@ -95,9 +95,11 @@ class PositiveWeightedBinaryCrossentropy(keras.losses.Loss):
         return {"weights": self.weights, "name": self.name}
 
 
-def load_best(weights: Path, ckpt: Checkpoint, pooling: str, num_labels: int) -> keras.Model:
+def load_best(
+    weights: Path, ckpt: Checkpoint, pooling: str, num_labels: int, with_backbone: bool = False
+):
     """A best checkpoint as a float32 classifier with dropout off, whatever precision the run
-    trained in (`rundir.RunDir.load_classifier`)."""
+    trained in (`rundir.RunDir.load_classifier`); `with_backbone`: (classifier, its backbone)."""
     keras.mixed_precision.set_global_policy("float32")
     family, backbone = ckpt.family, load_backbone(ckpt, 0.0)
     classifier = build_classifier(family, backbone, num_labels, pooling, 0.0)
@@ -114,7 +116,7 @@ def load_best(weights: Path, ckpt: Checkpoint, pooling: str, num_labels: int) ->
         saved = {w.path: w for w in old.weights}
         for weight in classifier.weights:
             weight.assign(saved[weight.path])
-    return classifier
+    return (classifier, backbone) if with_backbone else classifier
 
 
 def weights_sha256(model: keras.Model) -> str:

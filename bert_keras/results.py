@@ -81,6 +81,7 @@ class Results:
     resumed_at_steps: list[int] = dataclasses.field(default_factory=list)
     final_weights_sha256: str = ""  # equal on every worker of a multi-worker run
     export: str = ""  # the SavedModel's version folder
+    exports: dict[str, str] = dataclasses.field(default_factory=dict)  # each --export_formats'
     wall_seconds: float = 0.0
     problem_type: str = SINGLE_LABEL
     # Multi-label: {"global": t, "per_label": {name: t}} tuned on validation (the export uses

@@ -202,14 +202,15 @@ class RunDir:
             )
         return self.best_weights
 
-    def load_classifier(self, ckpt=None):
+    def load_classifier(self, ckpt=None, with_backbone: bool = False):
         """The best checkpoint as a float32 classifier with dropout off, for export and
-        inference, whatever precision the run trained in."""
+        inference, whatever precision the run trained in (`with_backbone`: and its backbone)."""
         from bert_keras import model
 
         weights, config = self.best_checkpoint(), self.config()
         ckpt = ckpt or self.checkpoint()
-        return model.load_best(weights, ckpt, config.encoder.pooling, len(self.label_names()))
+        num_labels = len(self.label_names())
+        return model.load_best(weights, ckpt, config.encoder.pooling, num_labels, with_backbone)
 
 
 def _existing(path: Path) -> Path:

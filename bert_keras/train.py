@@ -473,12 +473,14 @@ def publish_run(config, run_dir, inputs, results: Results, test_logits, classifi
     )
     # The export computes in float32 whatever the training policy: a 16-bit model is rebuilt in
     # float32 from the best weights.
-    export_dir = exporting.from_run(
+    exports = exporting.from_run(
         run_dir,
         classifier=classifier if results.speed.policy == "float32" else None,
         results=results,
+        formats=config.output.export_formats,
     )
-    results.export = str(export_dir)
+    results.exports = {fmt: str(path) for fmt, path in exports.items()}
+    results.export = results.exports.get("savedmodel", "")
     results.wall_seconds = time.time() - started
     results.write(run_dir.metrics)
     backup.remove(run_dir.backup)
@@ -498,7 +500,10 @@ def summary(results: Results, run_dir: RunDir) -> str:
         f"{speed.training_examples_per_second:.1f} examples/s, "
         f"{speed.real_tokens_per_second:.0f} tokens/s, peak memory {speed.peak_memory_mb:.0f} MB, "
         f"first step after {speed.seconds_to_first_step:.0f} s, wall {results.wall_seconds:.0f} s",
-        f"  run directory {run_dir}, SavedModel {results.export}",
+        f"  run directory {run_dir}, "
+        + ", ".join(
+            f"{exporting.FORMAT_NAMES[fmt]} {path}" for fmt, path in results.exports.items()
+        ),
     ]
     return "\n".join(rows)
 

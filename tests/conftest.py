@@ -356,3 +356,66 @@ def serving_runtime() -> Path:
         subprocess.run([*pip, "uninstall", "-y", "keras"], check=True)
         done.write_text(" ".join(SERVING_RUNTIME))
     return venv / "bin" / "python"
+
+
+# transformers on PyTorch, as a user of an `--format=hf` folder runs it: the `[bench]` extra's
+# torch (the CPU build on this machine's disk) and the constraints' transformers.
+PYTORCH_RUNTIME = ("torch==2.13.0", "transformers", "accelerate")
+
+
+@pytest.fixture(scope="session")
+def pytorch_runtime() -> Path:
+    """The python of a virtual environment with PyTorch and transformers (no TensorFlow), cached
+    as `serving_runtime` is (about a minute to build from the wheels on disk)."""
+    cache = Path(os.environ.get("BERT_KERAS_CACHE", Path.home() / ".cache" / "bert_keras"))
+    venv = cache / "pytorch-runtime"
+    done = venv / "bert_keras-complete"
+    constraints = Path(__file__).parents[1] / "constraints.txt"
+    wanted = " ".join(PYTORCH_RUNTIME) + " " + constraints.read_text()
+    if not done.is_file() or done.read_text() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
+        install = [*pip, "install", "-c", str(constraints), *PYTORCH_RUNTIME]
+        subprocess.run(install, check=True, timeout=1800)
+        done.write_text(wanted)
+    return venv / "bin" / "python"
+
+
+HUB_FOLDER_SCRIPT = """
+import json, sys
+import huggingface_hub, transformers
+folder, texts, pairs = sys.argv[1], *json.load(open(sys.argv[2]))
+model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+    folder, output_loading_info=True)
+classify = transformers.pipeline("text-classification", model=folder, top_k=None)
+inputs = texts if pairs is None else [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)]
+answers = classify(inputs, truncation=True, batch_size=32)
+labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+card = huggingface_hub.ModelCard.load(folder + "/README.md")
+scores = [{a["label"]: a["score"] for a in row} for row in answers]
+json.dump({
+    "probabilities": [[row[n] for n in labels] for row in scores],
+    "labels": labels,
+    "loading": {k: list(v) for k, v in info.items() if k != "error_msgs"},
+    "class": type(model).__name__,
+    "problem_type": model.config.problem_type,
+    "eval_results": [[r.metric_type, r.metric_value] for r in card.data.eval_results or []],
+}, sys.stdout)
+"""
+
+
+def hub_folder_answers(python: Path, folder: Path, tmp_path: Path, texts, pairs=None) -> dict:
+    """What transformers' pipeline (PyTorch, in `python`'s environment) answers for a Hugging
+    Face folder, every label's probability in the config's order, and what it read of it."""
+    inputs = tmp_path / "hub_folder_inputs.json"
+    inputs.write_text(json.dumps([texts, pairs]))
+    result = subprocess.run(
+        [str(python), "-c", HUB_FOLDER_SCRIPT, str(folder), str(inputs)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import run_cli, tiny_train_args, write_split_files
+from conftest import hub_folder_answers, run_cli, tiny_train_args, write_split_files
 from sklearn.utils.class_weight import compute_class_weight
 
 from bert_keras import checkpoint, data, tokenize
@@ -155,7 +155,7 @@ def _pairs(n: int, rng) -> list[dict]:
     return rows
 
 
-def test_sentence_pairs_train_export_and_predict(tiny_bert, tmp_path):
+def test_sentence_pairs_train_export_and_predict(tiny_bert, pytorch_runtime, tmp_path):
     rng = random.Random(1)
     folder = write_split_files(
         tmp_path / "pairs",
@@ -174,6 +174,7 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, tmp_path):
         "--batch_size=8",
         "--epochs=1",
         f"--output_dir={run}",
+        "--export_formats=savedmodel,hf",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     export_dir = run / "export" / "pairs" / "1"
@@ -207,6 +208,10 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, tmp_path):
         expected.numpy(),
         atol=1e-5,
     )
+    # The Hugging Face folder, in transformers' pipeline: {"text": ..., "text_pair": ...}.
+    hub = run / "export" / "pairs" / "hf" / "1"
+    answers = hub_folder_answers(pytorch_runtime, hub, tmp_path, texts, pairs)
+    np.testing.assert_allclose(answers["probabilities"], expected.numpy(), atol=1e-4)
     # A single text to a pair model: one error line.
     out = run_cli("bert_keras.predict", f"--export_dir={export_dir}", "no tab here")
     assert out.returncode == 2

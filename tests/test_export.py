@@ -16,7 +16,7 @@ from conftest import REPO, hugging_face_inputs, run_cli
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from bert_keras import checkpoint, data, exporting, model, pipeline, tokenize
+from bert_keras import api, checkpoint, data, exporting, hub_folder, model, pipeline, tokenize
 from bert_keras.errors import UsageError
 
 # Loads the export with nothing of ours, the two ways servers do: TF2's object loader, and a
@@ -255,6 +255,17 @@ def _without_checkpoint(tiny_run: Path, tmp: Path) -> Path:
     for name in ("run.flags", "labels.txt"):
         shutil.copy(tiny_run / name, run / name)
     return run
+
+
+def test_a_format_the_run_cannot_take_is_refused_before_anything_is_written(learned_run, tmp_path):
+    with pytest.raises(UsageError, match="this run pooled the mean of all tokens"):
+        api.export(learned_run, tmp_path, format="hf")
+    with pytest.raises(UsageError, match="export format onnx: bert_keras exports savedmodel, hf"):
+        api.export(learned_run, tmp_path, format=["savedmodel", "onnx"])
+    assert not any(tmp_path.iterdir())
+    preset = checkpoint.Checkpoint("bert_tiny_en_uncased", "bert_tiny_en_uncased", {}, "")
+    with pytest.raises(UsageError, match="is a keras-hub preset, with no Hugging Face checkpoint"):
+        hub_folder.check(preset, "cls")
 
 
 def test_export_cli_says_what_is_wrong_in_one_line(tmp_path):

@@ -21,6 +21,7 @@ from conftest import (
     assigned_code_points,
     code_point_texts,
     emotion_texts,
+    hub_folder_answers,
     hugging_face_inputs,
     run_cli,
     tiny_train_args,
@@ -28,9 +29,9 @@ from conftest import (
 from keras_hub.layers import TransformerEncoder
 from test_export import allowed_ops, export_ops, serve_alone
 
-from bert_keras import checkpoint, families, model, tensors, tokenize
+from bert_keras import checkpoint, families, model, rundir, tensors, tokenize
 from bert_keras.errors import UsageError
-from bert_keras.families import branched
+from bert_keras.families import branched, unconvert
 
 FAMILIES = sorted(tiny_models.WRITERS)
 MAX_LEN = 64
@@ -48,7 +49,9 @@ def folder(request, tmp_path_factory):
 def family_run(folder, tmp_path_factory):
     """One short CLI run of the family's tiny checkpoint, dropout off."""
     output_dir = tmp_path_factory.mktemp("runs") / folder.name
-    args = tiny_train_args(folder, output_dir, "--dropout=0", "--epochs=1")
+    args = tiny_train_args(
+        folder, output_dir, "--dropout=0", "--epochs=1", "--export_formats=savedmodel,hf"
+    )
     result = run_cli("bert_keras.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir
@@ -235,6 +238,57 @@ def test_trains_and_exports_through_the_cli(family_run, folder, tmp_path):
     want = by_ids(**{k: tf.constant(ids[k]) for k in family.inputs})["probabilities"]
     got = by_text(text=tf.constant(texts))["probabilities"]
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_the_hugging_face_folder_answers_as_the_export_in_transformers(
+    family_run, folder, pytorch_runtime, tmp_path
+):
+    """transformers' own `*ForSequenceClassification` and pipeline, on PyTorch, from the run's
+    `--export_formats=hf` folder: every tensor read (none missing or left over), the
+    SavedModel's probabilities ([CLS] pooling: the head's dense layer passes it through)."""
+    texts = HARD_STRINGS + emotion_texts("test")[:300]
+    export = family_run / "export" / "emotion"
+    answers = hub_folder_answers(pytorch_runtime, export / "hf" / "1", tmp_path, texts)
+    family = families.for_model_type(folder.name, "")
+    assert answers["class"] == family.hf_head.architecture
+    assert answers["loading"] == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    serve = tf.saved_model.load(str(export / "1")).signatures["serving_default"]
+    want = serve(text=tf.constant(texts))["probabilities"].numpy()
+    np.testing.assert_allclose(answers["probabilities"], want, atol=1e-4)
+    metrics = json.loads((family_run / "metrics.json").read_text())
+    assert ["accuracy", pytest.approx(metrics["test"]["accuracy"], abs=1e-4)] in answers[
+        "eval_results"
+    ]
+
+
+def test_the_backbone_written_back_is_the_checkpoint(folder):
+    """A backbone as loaded, written back as Hugging Face tensors, is the folder's tensors
+    (RoBERTa's folded token-type row taken off its positions again: to float32 rounding)."""
+    family = families.for_model_type(folder.name, "")
+    written = unconvert.checkpoint_tensors(family, folder, family.load_backbone(str(folder), 0.0))
+    original = tensors.read(folder)
+    assert len(written) > 10
+    for name, value in written.items():
+        np.testing.assert_allclose(value, original[name], atol=1e-6, rtol=0, err_msg=name)
+
+
+def test_pooler_pooling_exports_the_trained_pooler(pytorch_runtime, tmp_path):
+    folder = tiny_models.write("bert", tmp_path / "bert")
+    run = tmp_path / "run"
+    args = ("--dropout=0", "--epochs=1", "--pooling=pooler", "--export_formats=hf")
+    result = run_cli("bert_keras.train", *tiny_train_args(folder, run, *args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (run / "export" / "emotion" / "1").exists()  # hf alone
+    exported = run_cli("bert_keras.export", f"--run_dir={run}", "--format=savedmodel,hf")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    hub = run / "export" / "emotion" / "hf" / "2"
+    assert exported.stdout.split() == [str(run / "export" / "emotion" / "1"), str(hub)]
+    texts = HARD_STRINGS + emotion_texts("test")[:100]
+    answers = hub_folder_answers(pytorch_runtime, hub, tmp_path, texts)
+    classifier = rundir.RunDir(run).load_classifier()  # the trained model, by another path
+    ids = hugging_face_inputs(folder, texts, MAX_LEN)
+    logits = classifier({k: tf.constant(v) for k, v in ids.items() if k in classifier.input})
+    np.testing.assert_allclose(answers["probabilities"], tf.nn.softmax(logits), atol=1e-4)
 
 
 def test_the_export_runs_in_tf_serving_runtime(family_run, serving_runtime, tmp_path):

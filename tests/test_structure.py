@@ -112,6 +112,9 @@ def test_every_family_implements_the_interface():
         for method in ("check_config", "load_backbone", "tokenizer_spec", "in_graph_tokenizer"):
             assert getattr(type(family), method) is not getattr(families.Family, method), method
         assert "padding_mask" in family.inputs and family.tokenizer_files
+        head = family.hf_head
+        assert head.architecture.endswith("ForSequenceClassification"), model_type
+        assert head.activation in ("tanh", "relu", "gelu") and head.dense and head.out
 
 
 # What pip's `bert-keras` console script runs (setup.cfg's entry point).

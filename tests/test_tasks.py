@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import REPO, run_cli, tiny_train_args, write_split_files
+from conftest import REPO, hub_folder_answers, run_cli, tiny_train_args, write_split_files
 from sklearn.metrics import f1_score
 
 from bert_keras import data, model, train
@@ -148,6 +148,38 @@ def test_multi_label_export_runs_in_tf_serving_2_20s_runtime(topics_run, serving
     assert report["tensorflow"].startswith("2.20.")
     for probabilities in got.values():
         np.testing.assert_allclose(probabilities, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_the_hugging_face_folder_of_each_task_answers_as_the_export(
+    task, tiny_bert, pytorch_runtime, tmp_path
+):
+    """transformers' pipeline applies a sigmoid per label to a multi_label_classification
+    folder and nothing to a regression one: the SavedModel's probabilities and scores."""
+    rows, column = (topic_rows, "labels") if task == "multi_label" else (score_rows, "score")
+    folder = write_split_files(
+        tmp_path / task,
+        {"train": rows(200, 0), "validation": rows(64, 1), "test": rows(100, 2)},
+    )
+    run = tmp_path / "run"
+    args = (f"--dataset={folder}", f"--label_column={column}", "--epochs=1", "--dropout=0")
+    args = tiny_train_args(tiny_bert, run, *args, "--export_formats=savedmodel,hf")
+    result = run_cli("bert_keras.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    texts = [json.loads(line)["text"] for line in (folder / "test.jsonl").open()]
+    answers = hub_folder_answers(pytorch_runtime, run / f"export/{task}/hf/1", tmp_path, texts)
+    out = _serve(run / f"export/{task}/1", texts)
+    if task == "multi_label":
+        assert answers["problem_type"] == "multi_label_classification"
+        assert answers["labels"] == sorted(TOPICS)
+        thresholds = json.loads((run / f"export/{task}/hf/1/config.json").read_text())
+        assert thresholds["bert_keras"]["thresholds"] == pytest.approx(
+            json.loads((run / f"export/{task}/1/assets/bert_keras.json").read_text())["thresholds"]
+        )
+        np.testing.assert_allclose(answers["probabilities"], out["probabilities"], atol=1e-4)
+    else:
+        assert answers["problem_type"] == "regression" and answers["labels"] == ["score"]
+        np.testing.assert_allclose(np.ravel(answers["probabilities"]), out["score"], atol=1e-4)
 
 
 def test_thresholds_maximise_validation_f1(topics_run):

@@ -14,11 +14,25 @@ and one `register` call in it, imported below.
 ('token_ids', 'padding_mask')
 """
 
+import dataclasses
 import re
 
 from bert_keras.errors import UsageError
 
 _REGISTRY: dict[str, "Family"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class HfHead:
+    """A Hugging Face `*ForSequenceClassification`: its class, its base model's tensor prefix,
+    the dense layer its classifier reads and that layer's activation, and the classifier."""
+
+    architecture: str
+    prefix: str
+    dense: str
+    activation: str  # "tanh", "relu" or "gelu"; the config's `activation_key` where it has one
+    out: str
+    activation_key: str = ""
 
 
 class Family:
@@ -29,6 +43,10 @@ class Family:
     inputs: tuple[str, ...]  # the backbone's input names, in the pipeline's and export's order
     tokenizer_files: tuple[str, ...]  # what the folder needs beside config.json and the weights
     poolings: tuple[str, ...]  # the --pooling values its architecture has
+    hf_head: HfHead  # the Hugging Face classifier the fine-tuned model exports as (`hub_folder`)
+    # A checkpoint tensor the conversion adds into another weight rather than copying it
+    # (`families/unconvert.py`): RoBERTa's token-type row, folded into every position.
+    folded: str = ""
 
     def check_pooling(self, pooling: str):
         if pooling not in self.poolings:

@@ -7,7 +7,7 @@ one, called once per depth, so the model cannot be cut before its last call the 
 separate layers can."""
 
 from bert_keras.errors import UsageError
-from bert_keras.families import register
+from bert_keras.families import HfHead, register
 from bert_keras.families.bert import Bert
 from bert_keras.families.sentencepiece import SentencePieceFamily
 
@@ -18,6 +18,9 @@ class Albert(SentencePieceFamily, Bert):
     tokenizer_files = ("spiece.model",)
     pair_separators = 1
     backbone_class = "AlbertBackbone"
+    hf_head = HfHead(
+        "AlbertForSequenceClassification", "albert", "albert.pooler", "tanh", "classifier"
+    )
 
     def first_token_only(self, backbone, inputs: dict, pooling: str):
         return None

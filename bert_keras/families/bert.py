@@ -12,7 +12,7 @@ import keras_hub
 
 from bert_keras import tensors
 from bert_keras.errors import UsageError, cause
-from bert_keras.families import Family, register, transformer, wordpiece
+from bert_keras.families import Family, HfHead, register, transformer, wordpiece
 from bert_keras.serving.wordpiece import Vocab, WordPieceTokenizer
 
 OFFLINE_HINT = "Offline, use a local folder or `all-MiniLM-L6-v2`."
@@ -26,6 +26,9 @@ class Bert(Family):
     poolings = ("cls", "pooler", "mean")
     backbone_class = "BertBackbone"  # in keras_hub.models
     hub_tokenizer_class = "BertTokenizer"
+    hf_head = HfHead(
+        "BertForSequenceClassification", "bert", "bert.pooler.dense", "tanh", "classifier"
+    )
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         limit = config.get("max_position_embeddings", 512)
@@ -85,6 +88,9 @@ class DistilBert(transformer.SequenceOutput, Bert):
     poolings = ("cls", "mean")
     backbone_class = "DistilBertBackbone"
     hub_tokenizer_class = "DistilBertTokenizer"
+    hf_head = HfHead(
+        "DistilBertForSequenceClassification", "distilbert", "pre_classifier", "relu", "classifier"
+    )
 
 
 register(Bert())

@@ -30,7 +30,7 @@ import keras
 import keras_hub
 
 from bert_keras.errors import UsageError
-from bert_keras.families import Family, convert, probe, register
+from bert_keras.families import Family, HfHead, convert, probe, register
 from bert_keras.families import sentencepiece as shared
 from bert_keras.families.bert import Bert
 from bert_keras.families.convert import Backbone, Weights, activation
@@ -57,6 +57,14 @@ class DebertaV3(Bert):
     tokenizer_files = ("spm.model",)
     poolings = ("cls", "pooler", "mean")
     hub_tokenizer = Family.hub_tokenizer
+    hf_head = HfHead(
+        "DebertaV2ForSequenceClassification",
+        "deberta",
+        "pooler.dense",
+        "gelu",
+        "classifier",
+        activation_key="pooler_hidden_act",
+    )
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         for key, want, default in V3_SETTINGS:

@@ -16,7 +16,7 @@ keras-hub's layers, as keras-hub's is, with:
 import keras
 from keras_hub.layers import PositionEmbedding, ReversibleEmbedding, TransformerEncoder
 
-from bert_keras.families import Family, convert, register
+from bert_keras.families import Family, HfHead, convert, register
 from bert_keras.families.bert import Bert
 from bert_keras.families.convert import Backbone, Weights, activation
 
@@ -25,6 +25,13 @@ class Electra(Bert):
     name = "electra"
     model_types = ("electra",)
     hub_tokenizer = Family.hub_tokenizer  # a keras-hub preset counts as BERT
+    hf_head = HfHead(
+        "ElectraForSequenceClassification",
+        "electra",
+        "classifier.dense",
+        "gelu",
+        "classifier.out_proj",
+    )
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         activation(config, "hidden_act", source)

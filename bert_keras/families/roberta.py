@@ -9,7 +9,7 @@ import numpy as np
 
 from bert_keras import tensors
 from bert_keras.errors import UsageError
-from bert_keras.families import Family, register, transformer
+from bert_keras.families import Family, HfHead, register, transformer
 from bert_keras.families.bert import Bert
 from bert_keras.families.xlm_roberta import XlmRoberta
 from bert_keras.serving.bpe import BpeSpec, BytePairTokenizer
@@ -23,6 +23,14 @@ class Roberta(transformer.SequenceOutput, Bert):
     tokenizer_files = ("vocab.json", "merges.txt")
     poolings = ("cls", "mean")
     backbone_class = "RobertaBackbone"
+    hf_head = HfHead(
+        "RobertaForSequenceClassification",
+        "roberta",
+        "classifier.dense",
+        "tanh",
+        "classifier.out_proj",
+    )
+    folded = "embeddings.token_type_embeddings.weight"  # `_fold_token_type`
     hub_tokenizer = Family.hub_tokenizer
     check_config = XlmRoberta.check_config  # the same two padding rows
 

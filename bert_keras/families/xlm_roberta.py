@@ -3,7 +3,7 @@ tokenization with fairseq's ids, `<s> a </s></s> b </s>` for pairs, no segment i
 languages. Its position table keeps two rows for padding: 514 positions hold 512 tokens."""
 
 from bert_keras.errors import UsageError
-from bert_keras.families import register, transformer
+from bert_keras.families import HfHead, register, transformer
 from bert_keras.families.bert import Bert
 from bert_keras.families.sentencepiece import SentencePieceFamily
 
@@ -18,6 +18,14 @@ class XlmRoberta(SentencePieceFamily, transformer.SequenceOutput, Bert):
     pair_separators = 2
     poolings = ("cls", "mean")
     backbone_class = "XLMRobertaBackbone"
+    hf_head = HfHead(
+        "XLMRobertaForSequenceClassification",
+        "roberta",
+        "classifier.dense",
+        "tanh",
+        "classifier.out_proj",
+    )
+    folded = "embeddings.token_type_embeddings.weight"  # keras-hub's converter folds it
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
         limit = config.get("max_position_embeddings", 514) - RESERVED_POSITIONS
