@@ -12,7 +12,10 @@ Not a test: it prints figures. The engines, all on the run's fine-tuned weights:
   checkpoint; with `cls` pooling its pooler is the identity, so all compute one function);
 - ONNX Runtime float32 and int8: that PyTorch model exported to ONNX (`torch.onnx.export`),
   the int8 one by ONNX Runtime's dynamic quantization (as Hugging Face Optimum does), fed by
-  the same fast tokenizer.
+  the same fast tokenizer;
+- bert_keras ONNX float32 and int8, raw text: the run's own `--format=onnx` export (its newest
+  version under `export/<name>/onnx/`, made with `python -m bert_keras.export --format=onnx`),
+  tokenizing in the graph with onnxruntime-extensions' operators; measured when it exists.
 Their labels are compared with the SavedModel's on the whole test split first. Then, in one
 process, alternating so that the machine's noise hits all alike: latency at batch 1 (p50, p99)
 over every test text sent alone, and throughput at batch 8 and 64 over the test split. Each
@@ -25,6 +28,7 @@ and ONNX Runtime are the optional extra `pip install -e ".[bench]"`; without the
 SavedModel is measured.
 """
 
+import contextlib
 import json
 import resource
 import statistics
@@ -35,6 +39,9 @@ from pathlib import Path
 
 import harness
 import numpy as np
+
+with contextlib.suppress(ImportError):  # before TensorFlow: after it, the extensions' regex
+    import onnxruntime_extensions  # noqa: F401  (operators answer wrongly)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
 from absl import app, flags
@@ -58,6 +65,7 @@ SAVEDMODEL, SESSION, PYTORCH, ORT_FP32, ORT_INT8 = (
     "ONNX Runtime float32",
     "ONNX Runtime int8",
 )
+EXPORT_FP32, EXPORT_INT8 = "bert_keras ONNX float32, raw text", "bert_keras ONNX int8, raw text"
 
 
 def to_pytorch(run: RunDir):
@@ -226,7 +234,27 @@ def onnx_engine(run: RunDir, path: Path):
     return answer
 
 
+def onnx_export(run: RunDir) -> Path | None:
+    """The newest version of the run's ONNX export, if it has one."""
+    base = run.export_base / run.config().model_name / "onnx"
+    versions = sorted((int(p.name) for p in base.glob("[0-9]*")), reverse=True)
+    return base / str(versions[0]) if versions else None
+
+
+def export_onnx_engine(run: RunDir, precision: str):
+    import onnxruntime
+    import onnxruntime_extensions
+
+    options = onnxruntime.SessionOptions()
+    options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+    path = onnx_export(run) / f"model.{precision}.onnx"
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda batch: session.run(["probabilities"], {"text": np.array(batch, object)})[0]
+
+
 def make_engine(name: str, run: RunDir, folder: Path | None):
+    if name in (EXPORT_FP32, EXPORT_INT8):
+        return export_onnx_engine(run, "float32" if name == EXPORT_FP32 else "int8")
     if name == SAVEDMODEL:
         return savedmodel_engine(run)
     if name == SESSION:
@@ -311,6 +339,9 @@ def main(argv):
         )
         onnx_dir = Path(tempfile.mkdtemp(prefix="bert_keras-bench-"))
         prepare(run, onnx_dir)
+        if onnx_export(run):
+            names += [EXPORT_FP32, EXPORT_INT8]
+            print(f"bert_keras ONNX export {onnx_export(run)}")
     engines = {name: make_engine(name, run, onnx_dir) for name in names}
     results = {name: {} for name in names}
 

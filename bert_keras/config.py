@@ -31,8 +31,9 @@ NOT_RECORDED = frozenset({"overwrite"})
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # The data files `--dataset=<file>` and `--train_file` take, by their suffix before compression.
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
-# What `bert_keras.export` writes (`exporting`): TF Serving's SavedModel, a Hugging Face folder.
-EXPORT_FORMATS = ("savedmodel", "hf")
+# What `bert_keras.export` writes (`exporting`): TF Serving's SavedModel, a Hugging Face folder,
+# ONNX (float32 and int8).
+EXPORT_FORMATS = ("savedmodel", "hf", "onnx")
 
 
 def flag(default, help: str, *, lower=None, upper=None, choices: Sequence[str] = ()):
@@ -359,8 +360,10 @@ class OutputConfig:
     export_formats: tuple[str, ...] = flag(
         ("savedmodel",),
         "What the finished run exports, a comma list: `savedmodel` (TF Serving, raw text in: "
-        "<export_name>/<version>/) and `hf` (a Hugging Face folder of the fine-tuned "
-        "*ForSequenceClassification for transformers and the Hub: <export_name>/hf/<version>/).",
+        "<export_name>/<version>/), `hf` (a Hugging Face folder of the fine-tuned "
+        "*ForSequenceClassification for transformers and the Hub: <export_name>/hf/<version>/) "
+        "and `onnx` (ONNX Runtime, float32 and int8, raw text in for WordPiece models: "
+        "<export_name>/onnx/<version>/; needs the [onnx] extra).",
         choices=EXPORT_FORMATS,
     )
 

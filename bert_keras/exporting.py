@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 from absl import flags
 
-from bert_keras import durable, hub_folder, report, rundir, tokenize
+from bert_keras import durable, hub_folder, report, rundir, to_onnx, tokenize
 from bert_keras.config import EXPORT_FORMATS
 from bert_keras.errors import UsageError
 from bert_keras.families import branched
@@ -39,7 +39,11 @@ from bert_keras.serving import INFO, warmup
 from bert_keras.serving.info import ExportInfo, TrainingInfo
 from bert_keras.serving.module import OUTPUTS, TextClassifier
 
-FORMAT_NAMES = {"savedmodel": "SavedModel", "hf": "Hugging Face folder"}  # as a summary says
+FORMAT_NAMES = {
+    "savedmodel": "SavedModel",
+    "hf": "Hugging Face folder",
+    "onnx": "ONNX",
+}  # as a summary says
 
 
 def write(module: TextClassifier, model_base: Path, info: ExportInfo) -> Path:
@@ -92,6 +96,8 @@ def from_run(
     config, task, ckpt = run.config(), run.task(), run.checkpoint()
     if "hf" in formats:
         hub_folder.check(ckpt, config.encoder.pooling)
+    if "onnx" in formats:
+        to_onnx.check()
     max_seq_length = config.encoder.max_seq_length
     family, hf_tokenizer = ckpt.family, tokenize.load_tokenizer(ckpt)
     if results is None:
@@ -137,6 +143,10 @@ def from_run(
         written["savedmodel"] = write(module, base, info)
     if "hf" in formats:
         written["hf"] = hub_folder.write(run, ckpt, info, base / "hf")
+    if "onnx" in formats:
+        spec = family.tokenizer_spec(hf_tokenizer)
+        written["onnx"], said = to_onnx.write(classifier, spec, hf_tokenizer, info, base / "onnx")
+        print(said)
     return written
 
 
@@ -199,9 +209,10 @@ def define_flags(values: flags.FlagValues):
     flags.DEFINE_list(
         "format",
         ["savedmodel"],
-        "What to export, a comma list: `savedmodel` (TF Serving, raw text in) and `hf` (a "
+        "What to export, a comma list: `savedmodel` (TF Serving, raw text in), `hf` (a "
         "Hugging Face folder of the fine-tuned *ForSequenceClassification, under "
-        "<model_name>/hf/<version>/).",
+        "<model_name>/hf/<version>/) and `onnx` (float32 and int8 for ONNX Runtime, raw text in "
+        "for WordPiece models, under <model_name>/onnx/<version>/; the [onnx] extra).",
         flag_values=values,
     )
     flags.mark_flag_as_required("run_dir", flag_values=values)

@@ -382,6 +382,42 @@ def pytorch_runtime() -> Path:
     return venv / "bin" / "python"
 
 
+# ONNX Runtime alone, as a server runs it: TensorFlow loaded before onnxruntime-extensions makes
+# the extensions' regex operators answer wrongly (docs/serving.md), so never in pytest's process.
+ONNX_SCRIPT = """
+import json, sys
+import numpy as np, onnxruntime, onnxruntime_extensions
+folder, feeds = sys.argv[1], json.load(open(sys.argv[2]))
+options = onnxruntime.SessionOptions()
+options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+answers = {}
+for precision in ("float32", "int8"):
+    session = onnxruntime.InferenceSession(f"{folder}/model.{precision}.onnx", options)
+    types = {i.name: i.type for i in session.get_inputs()}
+    feed = {k: np.array(v, object if types[k] == "tensor(string)" else np.int32)
+            for k, v in feeds.items() if k in types}
+    names = [o.name for o in session.get_outputs()]
+    answers[precision] = {n: v.tolist() for n, v in zip(names, session.run(None, feed))}
+answers["inputs"] = sorted(types)
+json.dump(answers, sys.stdout)
+"""
+
+
+def onnx_answers(folder: Path, tmp_path: Path, **feeds) -> dict:
+    """Both ONNX models' outputs (ONNX Runtime and the extensions, in a process of their own),
+    for `feeds` by input name (texts, or token ids as lists)."""
+    inputs = tmp_path / "onnx_inputs.json"
+    inputs.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in feeds.items()}))
+    result = subprocess.run(
+        [sys.executable, "-c", ONNX_SCRIPT, str(folder), str(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
 HUB_FOLDER_SCRIPT = """
 import json, sys
 import huggingface_hub, transformers

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import hub_folder_answers, run_cli, tiny_train_args, write_split_files
+from conftest import hub_folder_answers, onnx_answers, run_cli, tiny_train_args, write_split_files
 from sklearn.utils.class_weight import compute_class_weight
 
 from bert_keras import checkpoint, data, tokenize
@@ -174,7 +174,7 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, pytorch_runtime, tmp
         "--batch_size=8",
         "--epochs=1",
         f"--output_dir={run}",
-        "--export_formats=savedmodel,hf",
+        "--export_formats=savedmodel,hf,onnx",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     export_dir = run / "export" / "pairs" / "1"
@@ -212,6 +212,10 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, pytorch_runtime, tmp
     hub = run / "export" / "pairs" / "hf" / "1"
     answers = hub_folder_answers(pytorch_runtime, hub, tmp_path, texts, pairs)
     np.testing.assert_allclose(answers["probabilities"], expected.numpy(), atol=1e-4)
+    # The ONNX model, raw text pairs in: the same.
+    onnx = onnx_answers(run / "export/pairs/onnx/1", tmp_path, text=texts, text_pair=pairs)
+    assert onnx["inputs"] == ["text", "text_pair"]
+    np.testing.assert_allclose(onnx["float32"]["probabilities"], expected.numpy(), atol=1e-4)
     # A single text to a pair model: one error line.
     out = run_cli("bert_keras.predict", f"--export_dir={export_dir}", "no tab here")
     assert out.returncode == 2

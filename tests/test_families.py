@@ -23,6 +23,7 @@ from conftest import (
     emotion_texts,
     hub_folder_answers,
     hugging_face_inputs,
+    onnx_answers,
     run_cli,
     tiny_train_args,
 )
@@ -50,7 +51,7 @@ def family_run(folder, tmp_path_factory):
     """One short CLI run of the family's tiny checkpoint, dropout off."""
     output_dir = tmp_path_factory.mktemp("runs") / folder.name
     args = tiny_train_args(
-        folder, output_dir, "--dropout=0", "--epochs=1", "--export_formats=savedmodel,hf"
+        folder, output_dir, "--dropout=0", "--epochs=1", "--export_formats=savedmodel,hf,onnx"
     )
     result = run_cli("bert_keras.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -259,6 +260,30 @@ def test_the_hugging_face_folder_answers_as_the_export_in_transformers(
     assert ["accuracy", pytest.approx(metrics["test"]["accuracy"], abs=1e-4)] in answers[
         "eval_results"
     ]
+
+
+# The families whose tokenizer the ONNX export holds (WordPiece); the others take token ids.
+ONNX_RAW_TEXT = ("bert", "distilbert", "electra")
+
+
+def test_the_onnx_export_answers_as_the_savedmodel(family_run, folder, tmp_path):
+    """float32 to 1e-4 and int8 close, from raw text where the graph holds the tokenizer, else
+    from the Hugging Face tokenizer's ids (its tokenizer.json beside the models)."""
+    texts = HARD_STRINGS + emotion_texts("test")[:300]
+    export = family_run / "export" / "emotion"
+    want = tf.saved_model.load(str(export / "1")).signatures["serving_default"](
+        text=tf.constant(texts)
+    )
+    ids = hugging_face_inputs(folder, texts, MAX_LEN)
+    answers = onnx_answers(export / "onnx" / "1", tmp_path, text=texts, **ids)
+    family = families.for_model_type(folder.name, "")
+    raw_text = folder.name in ONNX_RAW_TEXT
+    assert answers["inputs"] == (["text"] if raw_text else sorted(family.inputs))
+    assert raw_text or (export / "onnx" / "1" / "tokenizer.json").is_file()
+    probabilities = want["probabilities"].numpy()
+    np.testing.assert_allclose(answers["float32"]["probabilities"], probabilities, atol=1e-4)
+    assert answers["float32"]["label"] == [n.decode() for n in want["label"].numpy()]
+    np.testing.assert_allclose(answers["int8"]["probabilities"], probabilities, atol=0.05)
 
 
 def test_the_backbone_written_back_is_the_checkpoint(folder):

@@ -15,7 +15,14 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import REPO, hub_folder_answers, run_cli, tiny_train_args, write_split_files
+from conftest import (
+    REPO,
+    hub_folder_answers,
+    onnx_answers,
+    run_cli,
+    tiny_train_args,
+    write_split_files,
+)
 from sklearn.metrics import f1_score
 
 from bert_keras import data, model, train
@@ -151,11 +158,12 @@ def test_multi_label_export_runs_in_tf_serving_2_20s_runtime(topics_run, serving
 
 
 @pytest.mark.parametrize("task", ["multi_label", "regression"])
-def test_the_hugging_face_folder_of_each_task_answers_as_the_export(
+def test_the_other_formats_of_each_task_answer_as_the_savedmodel(
     task, tiny_bert, pytorch_runtime, tmp_path
 ):
     """transformers' pipeline applies a sigmoid per label to a multi_label_classification
-    folder and nothing to a regression one: the SavedModel's probabilities and scores."""
+    folder and nothing to a regression one: the SavedModel's probabilities and scores. The ONNX
+    model answers every output of the SavedModel (thresholds and padded names in the graph)."""
     rows, column = (topic_rows, "labels") if task == "multi_label" else (score_rows, "score")
     folder = write_split_files(
         tmp_path / task,
@@ -163,12 +171,19 @@ def test_the_hugging_face_folder_of_each_task_answers_as_the_export(
     )
     run = tmp_path / "run"
     args = (f"--dataset={folder}", f"--label_column={column}", "--epochs=1", "--dropout=0")
-    args = tiny_train_args(tiny_bert, run, *args, "--export_formats=savedmodel,hf")
+    args = tiny_train_args(tiny_bert, run, *args, "--export_formats=savedmodel,hf,onnx")
     result = run_cli("bert_keras.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     texts = [json.loads(line)["text"] for line in (folder / "test.jsonl").open()]
     answers = hub_folder_answers(pytorch_runtime, run / f"export/{task}/hf/1", tmp_path, texts)
     out = _serve(run / f"export/{task}/1", texts)
+    onnx = onnx_answers(run / f"export/{task}/onnx/1", tmp_path, text=texts)["float32"]
+    assert set(onnx) == set(out)
+    for name, value in out.items():
+        if value.dtype == object:
+            assert onnx[name] == [[n.decode() for n in row] for row in value.tolist()], name
+        else:
+            np.testing.assert_allclose(onnx[name], value, atol=1e-4, err_msg=name)
     if task == "multi_label":
         assert answers["problem_type"] == "multi_label_classification"
         assert answers["labels"] == sorted(TOPICS)
