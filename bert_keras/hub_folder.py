@@ -92,7 +92,7 @@ def head_tensors(head: HfHead, classifier, backbone, pooling: str) -> tuple[dict
     logits = classifier.get_layer("logits")
     kernel, bias = (keras.ops.convert_to_numpy(v) for v in (logits.kernel, logits.bias))
     hidden = kernel.shape[0]
-    changes = {"architectures": [head.architecture]}
+    changes = {"architectures": [head.architecture], **dict(head.computes)}
     if pooling == "pooler":
         dense = backbone.pooled_dense
         weight, dense_bias = (keras.ops.convert_to_numpy(v) for v in (dense.kernel, dense.bias))

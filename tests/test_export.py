@@ -226,7 +226,7 @@ def test_export_never_replaces_a_version(tiny_run, tmp_path):
     (base / "mine" / "1").mkdir(parents=True)
     (base / "mine" / "1" / "keep").write_text("another model")
     (base / "mine" / ".tmp-crashed").mkdir()
-    path = exporting.from_run(tiny_run, export_base=base, model_name="mine")
+    path = exporting.from_run(tiny_run, export_base=base, model_name="mine")["savedmodel"]
     assert path == base / "mine" / "2"
     assert (base / "mine" / "1" / "keep").read_text() == "another model"
     assert (path / "saved_model.pb").is_file()

@@ -33,6 +33,9 @@ class HfHead:
     activation: str  # "tanh", "relu" or "gelu"; the config's `activation_key` where it has one
     out: str
     activation_key: str = ""
+    # Config values saying what the Keras backbone computes where a checkpoint's config may say
+    # otherwise: keras-hub's BERT and ALBERT use the tanh GELU whatever `hidden_act` says.
+    computes: tuple[tuple[str, str], ...] = ()
 
 
 class Family:

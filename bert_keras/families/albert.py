@@ -19,7 +19,12 @@ class Albert(SentencePieceFamily, Bert):
     pair_separators = 1
     backbone_class = "AlbertBackbone"
     hf_head = HfHead(
-        "AlbertForSequenceClassification", "albert", "albert.pooler", "tanh", "classifier"
+        "AlbertForSequenceClassification",
+        "albert",
+        "albert.pooler",
+        "tanh",
+        "classifier",
+        computes=(("hidden_act", "gelu_pytorch_tanh"),),
     )
 
     def first_token_only(self, backbone, inputs: dict, pooling: str):

@@ -27,7 +27,12 @@ class Bert(Family):
     backbone_class = "BertBackbone"  # in keras_hub.models
     hub_tokenizer_class = "BertTokenizer"
     hf_head = HfHead(
-        "BertForSequenceClassification", "bert", "bert.pooler.dense", "tanh", "classifier"
+        "BertForSequenceClassification",
+        "bert",
+        "bert.pooler.dense",
+        "tanh",
+        "classifier",
+        computes=(("hidden_act", "gelu_pytorch_tanh"),),
     )
 
     def check_config(self, config: dict, source: str, max_seq_length: int):
@@ -89,7 +94,12 @@ class DistilBert(transformer.SequenceOutput, Bert):
     backbone_class = "DistilBertBackbone"
     hub_tokenizer_class = "DistilBertTokenizer"
     hf_head = HfHead(
-        "DistilBertForSequenceClassification", "distilbert", "pre_classifier", "relu", "classifier"
+        "DistilBertForSequenceClassification",
+        "distilbert",
+        "pre_classifier",
+        "relu",
+        "classifier",
+        computes=(("activation", "gelu"),),
     )
 
 

@@ -29,6 +29,7 @@ class Roberta(transformer.SequenceOutput, Bert):
         "classifier.dense",
         "tanh",
         "classifier.out_proj",
+        computes=(("hidden_act", "gelu"),),
     )
     folded = "embeddings.token_type_embeddings.weight"  # `_fold_token_type`
     hub_tokenizer = Family.hub_tokenizer

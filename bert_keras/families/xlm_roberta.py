@@ -24,6 +24,7 @@ class XlmRoberta(SentencePieceFamily, transformer.SequenceOutput, Bert):
         "classifier.dense",
         "tanh",
         "classifier.out_proj",
+        computes=(("hidden_act", "gelu"),),
     )
     folded = "embeddings.token_type_embeddings.weight"  # keras-hub's converter folds it
 
