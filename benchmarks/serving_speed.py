@@ -47,7 +47,8 @@ import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel 
 from absl import app, flags
 
 from bert_keras import data, model
-from bert_keras.predict import find_export, serving_threads, thread_counts
+from bert_keras.engines import serving_threads, thread_counts
+from bert_keras.predict import find_export
 from bert_keras.rundir import RunDir
 
 flags.DEFINE_string("run_dir", "runs/emotion", "A finished bert_keras run with an export.")

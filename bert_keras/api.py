@@ -35,8 +35,12 @@ def fit(callbacks=(), **flags):
 
 def load(path):
     """A classifier of texts: `load(path)(["a text", ...])` answers a dict per text, as
-    `bert-keras predict` prints them. `path`: a run directory, an export's model folder (its
-    newest version) or a version folder. Only TensorFlow and TF Text run it."""
+    `bert-keras predict` prints them; `.outputs(texts)` the export's outputs as arrays. `path`:
+    a run directory, an export's model folder (its newest SavedModel version), a version folder
+    of any format (`.../emotion/1`, `.../emotion/onnx/1` in float32, `.../emotion/hf/1`) or an
+    ONNX file in one (`.../onnx/1/model.int8.onnx`). A SavedModel runs on TensorFlow and TF Text
+    only; ONNX on ONNX Runtime and its extensions (`[onnx]`); a Hugging Face folder on
+    transformers and PyTorch (which bert_keras does not install)."""
     from bert_keras import predict
 
     return predict.Predictor(Path(path))

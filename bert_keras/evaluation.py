@@ -47,11 +47,14 @@ def from_run(run_dir: Path, split: str, dataset: str | None, report_dir: Path | 
     return folder
 
 
+_FORMAT_NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "hf": "Hugging Face folder"}
+
+
 def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: Path | None):
     from bert_keras import data, predict, report
 
-    export_dir = predict.find_export(export_dir)
     predictor = predict.Predictor(export_dir)
+    export_dir = predictor.export_dir
     info, task = predictor.info, predictor.task
     config = RunConfig.parse(f"--{k}={v}" for k, v in info.training.flags.items())
     labeled = _load(config, dataset or info.dataset, task, split)
@@ -66,9 +69,11 @@ def from_export(export_dir: Path, split: str, dataset: str | None, report_dir: P
     folder = report_dir or (
         run.report_dir(split, labeled.name)
         if run.flags.is_file()
-        else Path("reports") / f"{export_dir.parent.name}-{export_dir.name}-{split}"
+        else Path("reports") / f"{export_dir.parent.name}-{export_dir.stem}-{split}"
     )
-    about = _about(info.model, labeled, split, f"the SavedModel {export_dir}", config)
+    about = _about(
+        info.model, labeled, split, f"the {_FORMAT_NAMES[predictor.format]} {export_dir}", config
+    )
     thresholds = info.training.thresholds
     report.write(folder, data.labels(rows), logits, task, about, thresholds=thresholds)
     return folder

@@ -5,7 +5,8 @@
 `<export_base>/<name>/hf/<version>/` (TF Serving ignores a folder whose name is not a number):
 `model.safetensors` (the family's `*ForSequenceClassification`, float32), `config.json` (the
 labels as `id2label`, `problem_type`), the tokenizer's files (truncating at the run's
---max_seq_length) and `README.md`, a model card whose metadata block the Hub reads.
+--max_seq_length), `README.md`, a model card whose metadata block the Hub reads, and
+`bert_keras.json` (`ExportInfo`: `bert_keras.load` runs the folder with it).
 
 >>> from transformers import pipeline
 >>> classify = pipeline("text-classification", "runs/emotion/export/emotion/hf/1", top_k=None)
@@ -78,6 +79,7 @@ def write(run, ckpt, info: ExportInfo, base: Path) -> Path:
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(model_card(info))
+        (tmp / "bert_keras.json").write_text(info.text())
 
     return durable.write_folder(base, fill, durable.next_version(base))
 

@@ -9,8 +9,11 @@ Prints one JSON object per text (JSON Lines): `text`, then by problem type
 - multi-label: `labels` (the list of predicted names, maybe empty) and `probabilities`;
 - regression: `score`.
 A sentence-pair model takes each text as `text<TAB>text_pair` (and prints `text_pair` too).
-Files are read one text per line and streamed in batches, so any length fits in memory. Only
-TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer library.
+Files are read one text per line and streamed in batches, so any length fits in memory.
+`--export_dir` is an export of any format (`engines.find`): a SavedModel runs on TensorFlow and TF
+Text only, as in TF Serving (no Keras, no tokenizer library); an ONNX export on ONNX Runtime
+(`.../onnx/1` runs float32, `.../onnx/1/model.int8.onnx` int8); a Hugging Face folder on
+transformers and PyTorch.
 
 >>> classify = Predictor("runs/emotion/export/emotion")
 >>> classify(["i feel great"])[0]["label"]
@@ -19,104 +22,47 @@ TensorFlow and TF Text are used, as in TF Serving: no Keras, no tokenizer librar
 
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
-import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the in-graph tokenizer's ops)
-from absl import flags
-
-from bert_keras import logs
-from bert_keras.errors import UsageError, cause, exit_on_usage_error
-from bert_keras.rundir import RunDir
-from bert_keras.serving import INFO, ExportInfo
+from bert_keras import engines, logs
+from bert_keras.errors import UsageError, exit_on_usage_error
 from bert_keras.task import Task
 
 
-def find_export(path: Path) -> Path:
-    """A version folder as given; a model folder (`<base>/<name>`) or a run directory with one
-    exported model: its newest version."""
-    if not path.is_dir():
+def find_export(path) -> Path:
+    """The SavedModel version folder a path names (`engines.find`); a UsageError for another
+    format."""
+    found = engines.find(path)
+    if found.format != "savedmodel":
         raise UsageError(
-            f"--export_dir={path}: no such directory; give an export such as "
-            f"runs/emotion/export/emotion (newest version) or runs/emotion/export/emotion/1."
+            f"--export_dir={path} is a {found.format} export; this needs a SavedModel "
+            f"(`bert-keras export --run_dir=RUN`)."
         )
-    if not (path / "saved_model.pb").is_file():
-        exports = RunDir(path).export_base
-        if exports.is_dir():  # a run directory
-            models = [p for p in exports.iterdir() if p.is_dir()]
-            if len(models) == 1:
-                path = models[0]
-        versions = [p for p in path.glob("*/saved_model.pb") if p.parent.name.isdigit()]
-        if not versions:
-            raise UsageError(
-                f"--export_dir={path} holds no SavedModel (no saved_model.pb, no numbered version "
-                f"folders); give a folder that `python -m bert_keras.export` wrote."
-            )
-        path = max(versions, key=lambda p: int(p.parent.name)).parent
-    if not (path / INFO).is_file():
-        raise UsageError(
-            f"--export_dir={path} is a SavedModel but not a bert_keras export (no {INFO}); "
-            f"export a run with `python -m bert_keras.export --run_dir=RUN`."
-        )
-    return path
-
-
-def thread_counts() -> tuple[int, int]:
-    """(intra-op, inter-op) threads to serve with: one thread per op, as many ops at once as
-    there are cores. The export's ops are small (a request is cut into chunks of a few rows, and
-    a short text's matrices are small), so splitting each op over threads costs more than it
-    saves, while the chunks and an encoder layer's halves run side by side (docs/performance.md).
-    TF Serving's flags for the same: docs/serving.md."""
-    return 1, os.cpu_count() or 1
-
-
-def serving_threads():
-    """`thread_counts()` for this process's TensorFlow. Only before TensorFlow has run anything
-    in this process; later, its settings stay."""
-    intra, inter = thread_counts()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:  # already initialised (an application that ran TensorFlow first)
-        pass
+    return found.path
 
 
 class Predictor:
-    """Texts -> one dict per text, through the export's `serving_default` signature."""
+    """Texts -> one dict per text, through an export of any format (`engines.find`)."""
 
     def __init__(self, export_dir):
-        serving_threads()
-        self.export_dir = find_export(Path(export_dir))
-        self.info = ExportInfo.read(self.export_dir)
+        found = engines.find(export_dir)
+        self.export_dir, self.format = found.path, found.format
+        self._engine = engines.open_export(found)
+        self.info = self._engine.info
         self.label_names = self.info.label_names
         self.task = Task(self.info.problem_type, self.label_names)
-        try:
-            loaded = tf.saved_model.load(str(self.export_dir))
-        except Exception as e:  # truncated files, missing variables: the export is broken
-            raise UsageError(
-                f"cannot load the SavedModel in {self.export_dir} ({cause(e)}); export the run "
-                f"again."
-            ) from None
-        self._serve = loaded.signatures["serving_default"]
         self.text_pair = self.info.text_pair
 
     def outputs(self, texts, pairs=None) -> dict:
-        """`serving_default`'s outputs as numpy arrays."""
-        return {k: v.numpy() for k, v in self._outputs(texts, pairs).items()}
-
-    def _outputs(self, texts, pairs=None) -> dict:
+        """The export's outputs (`serving_default`'s) as numpy arrays."""
         if self.text_pair != (pairs is not None):
             raise UsageError(
                 "this model classifies sentence pairs: give each as text<TAB>text_pair."
                 if self.text_pair
                 else "this model classifies single texts, not pairs."
             )
-        inputs = {"text": tf.constant(texts, tf.string)}
-        if pairs is not None:
-            inputs["text_pair"] = tf.constant(pairs, tf.string)
-        return self._serve(**inputs)
+        return self._engine.outputs(list(texts), None if pairs is None else list(pairs))
 
     def __call__(self, texts: list[str | bytes], pairs: list | None = None) -> list[dict]:
         out = self.outputs(texts, pairs)
@@ -134,9 +80,9 @@ class Predictor:
             for name, p in zip(self.label_names, out["probabilities"][i], strict=True)
         }
         if self.task.multi_label:
-            labels = [name.decode() for name in out["labels"][i] if name]
+            labels = [_str(name) for name in out["labels"][i] if name]
             return {"labels": labels, "probabilities": probabilities}
-        label = out["label"][i].decode()
+        label = _str(out["label"][i])
         return {"label": label, "label_id": int(out["label_id"][i]), "probabilities": probabilities}
 
 
@@ -192,12 +138,16 @@ def batches(items, size: int):
 # === CLI ===
 
 
-def define_flags(values: flags.FlagValues):
+def define_flags(values):
+    from absl import flags
+
     flags.DEFINE_string(
         "export_dir",
         None,
-        "A bert_keras export: a version folder (`.../emotion/1`), a model folder "
-        "(`.../emotion`, newest version) or a run directory with one exported model.",
+        "A bert_keras export: a version folder of any format (`.../emotion/1`, "
+        "`.../emotion/onnx/1`, `.../emotion/hf/1`) or an ONNX file in one "
+        "(`.../onnx/1/model.int8.onnx`), a model folder (`.../emotion`, newest version) or a "
+        "run directory with one exported model.",
         flag_values=values,
     )
     flags.DEFINE_string(
@@ -244,6 +194,8 @@ def run(texts: list[str], export_dir: str, input_file: str | None, batch_size: i
 def main(argv):
     """`bert-keras predict` and `python -m bert_keras.predict`: the texts are the arguments."""
     logs.quiet_libraries()
+    from absl import flags
+
     f = flags.FLAGS
     exit_on_usage_error(run, argv[1:], f.export_dir, f.input_file, f.batch_size)
 

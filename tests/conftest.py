@@ -360,7 +360,8 @@ def serving_runtime() -> Path:
 
 # transformers on PyTorch, as a user of an `--format=hf` folder runs it: the `[bench]` extra's
 # torch (the CPU build on this machine's disk) and the constraints' transformers.
-PYTORCH_RUNTIME = ("torch==2.13.0", "transformers", "accelerate")
+# absl-py: what bert_keras.load needs of bert_keras' own dependencies to run a Hugging Face folder.
+PYTORCH_RUNTIME = ("torch==2.13.0", "transformers", "accelerate", "absl-py")
 
 
 @pytest.fixture(scope="session")
@@ -421,6 +422,7 @@ def onnx_answers(folder: Path, tmp_path: Path, **feeds) -> dict:
 HUB_FOLDER_SCRIPT = """
 import json, sys
 import huggingface_hub, transformers
+import bert_keras  # from the checkout (PYTHONPATH), without TensorFlow
 folder, texts, pairs = sys.argv[1], *json.load(open(sys.argv[2]))
 model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
     folder, output_loading_info=True)
@@ -437,20 +439,46 @@ json.dump({
     "class": type(model).__name__,
     "problem_type": model.config.problem_type,
     "eval_results": [[r.metric_type, r.metric_value] for r in card.data.eval_results or []],
+    "load": {k: v.tolist() for k, v in bert_keras.load(folder).outputs(texts, pairs).items()},
 }, sys.stdout)
 """
 
 
+def assert_same_outputs(got: dict, want: dict, atol: float):
+    """An export's outputs (numpy, or lists as a subprocess answered) against the SavedModel's:
+    the same names, the same strings, numbers to `atol`."""
+    assert set(got) == set(want)
+    for name, value in want.items():
+        if value.dtype == object:
+            got_names, want_names = (_texts(v) for v in (got[name], value))
+            assert got_names == want_names, name
+        else:
+            np.testing.assert_allclose(got[name], value, atol=atol, err_msg=name)
+
+
+def _texts(names) -> list:
+    """Rows of strings (bytes decoded), one row per example."""
+    rows = np.asarray(names, object).reshape(len(names), -1)
+    return [[n.decode() if isinstance(n, bytes) else n for n in row] for row in rows]
+
+
 def hub_folder_answers(python: Path, folder: Path, tmp_path: Path, texts, pairs=None) -> dict:
     """What transformers' pipeline (PyTorch, in `python`'s environment) answers for a Hugging
-    Face folder, every label's probability in the config's order, and what it read of it."""
+    Face folder, every label's probability in the config's order, and what it read of it; and
+    as `load`, the outputs of `bert_keras.load(folder)` there (transformers and PyTorch, no
+    TensorFlow)."""
     inputs = tmp_path / "hub_folder_inputs.json"
     inputs.write_text(json.dumps([texts, pairs]))
     result = subprocess.run(
         [str(python), "-c", HUB_FOLDER_SCRIPT, str(folder), str(inputs)],
         capture_output=True,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "PYTHONPATH": str(REPO),
+        },
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

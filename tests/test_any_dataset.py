@@ -12,6 +12,7 @@ import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel 
 from conftest import hub_folder_answers, onnx_answers, run_cli, tiny_train_args, write_split_files
 from sklearn.utils.class_weight import compute_class_weight
 
+import bert_keras
 from bert_keras import checkpoint, data, tokenize
 from bert_keras.families import for_model_type
 from bert_keras.serving.wordpiece import WordPieceTokenizer
@@ -212,12 +213,18 @@ def test_sentence_pairs_train_export_and_predict(tiny_bert, pytorch_runtime, tmp
     hub = run / "export" / "pairs" / "hf" / "1"
     answers = hub_folder_answers(pytorch_runtime, hub, tmp_path, texts, pairs)
     np.testing.assert_allclose(answers["probabilities"], expected.numpy(), atol=1e-4)
-    # The ONNX model, raw text pairs in: the same.
+    np.testing.assert_allclose(answers["load"]["probabilities"], expected.numpy(), atol=1e-4)
+    # The ONNX model, raw text pairs in: the same, alone and through bert_keras.load.
     onnx = onnx_answers(run / "export/pairs/onnx/1", tmp_path, text=texts, text_pair=pairs)
     assert onnx["inputs"] == ["text", "text_pair"]
     np.testing.assert_allclose(onnx["float32"]["probabilities"], expected.numpy(), atol=1e-4)
-    # A single text to a pair model: one error line.
-    out = run_cli("bert_keras.predict", f"--export_dir={export_dir}", "no tab here")
+    loaded = bert_keras.load(run / "export/pairs/onnx/1")(texts, pairs)
+    assert [(r["text"], r["text_pair"]) for r in loaded] == list(zip(texts, pairs, strict=True))
+    got = [[r["probabilities"][n] for n in ("different", "same")] for r in loaded]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    # A single text to a pair model (its ONNX export, by the CLI): one error line.
+    onnx_dir = run / "export/pairs/onnx"
+    out = run_cli("bert_keras.predict", f"--export_dir={onnx_dir}", "no tab here")
     assert out.returncode == 2
     assert (
         out.stderr.strip()

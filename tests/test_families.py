@@ -30,6 +30,7 @@ from conftest import (
 from keras_hub.layers import TransformerEncoder
 from test_export import allowed_ops, export_ops, serve_alone
 
+import bert_keras
 from bert_keras import checkpoint, families, model, rundir, tensors, tokenize
 from bert_keras.errors import UsageError
 from bert_keras.families import branched, unconvert
@@ -256,6 +257,7 @@ def test_the_hugging_face_folder_answers_as_the_export_in_transformers(
     serve = tf.saved_model.load(str(export / "1")).signatures["serving_default"]
     want = serve(text=tf.constant(texts))["probabilities"].numpy()
     np.testing.assert_allclose(answers["probabilities"], want, atol=1e-4)
+    np.testing.assert_allclose(answers["load"]["probabilities"], want, atol=1e-4)
     metrics = json.loads((family_run / "metrics.json").read_text())
     assert ["accuracy", pytest.approx(metrics["test"]["accuracy"], abs=1e-4)] in answers[
         "eval_results"
@@ -284,6 +286,17 @@ def test_the_onnx_export_answers_as_the_savedmodel(family_run, folder, tmp_path)
     np.testing.assert_allclose(answers["float32"]["probabilities"], probabilities, atol=1e-4)
     assert answers["float32"]["label"] == [n.decode() for n in want["label"].numpy()]
     np.testing.assert_allclose(answers["int8"]["probabilities"], probabilities, atol=0.05)
+    # bert_keras.load, here where TensorFlow runs (`engines.onnx_extensions`): as ONNX Runtime
+    # alone, the folder in float32 and the int8 file named.
+    for precision, load in (
+        ("float32", export / "onnx"),
+        ("int8", export / "onnx/1/model.int8.onnx"),
+    ):
+        got = bert_keras.load(load).outputs(texts)
+        np.testing.assert_allclose(
+            got["probabilities"], answers[precision]["probabilities"], atol=1e-6
+        )
+        assert got["label"].tolist() == answers[precision]["label"]
 
 
 def test_the_backbone_written_back_is_the_checkpoint(folder):

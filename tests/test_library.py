@@ -107,6 +107,9 @@ def test_a_program_with_its_own_flags_imports_bert_keras_fits_and_loads(pytorch_
     assert found["again"] == str(run / "export" / "tweets" / "2")
     _answers_text_as_hugging_face_ids(run / "export" / "tweets" / "1")
     _hugging_face_folder_answers_as_the_export(pytorch_runtime, run, Path(found["hub"]), tmp_path)
+    # Here, without PyTorch (not a dependency), the folder is refused in one line.
+    with pytest.raises(UsageError, match=r"runs with torch, .*: pip install torch"):
+        bert_keras.load(found["hub"])
 
 
 # Issue 29's table: texts the first export of the main job answered unlike the trained model.

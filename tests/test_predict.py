@@ -136,7 +136,7 @@ def _foreign_saved_model(export_dir, tmp_path):
     "args, expected",
     [
         (lambda e, t: [f"--export_dir={t / 'nowhere'}", "hi"], "no such directory"),
-        (lambda e, t: [f"--export_dir={t}", "hi"], "holds no SavedModel"),
+        (lambda e, t: [f"--export_dir={t}", "hi"], "holds no export"),
         (
             lambda e, t: [f"--export_dir={_foreign_saved_model(e, t)}", "hi"],
             "not a bert_keras export",

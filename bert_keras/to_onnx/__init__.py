@@ -15,10 +15,14 @@ for the others the models take the backbone's token ids and `tokenizer.json` lie
 >>> session.run(["label"], {"text": numpy.array(["i feel great"], object)})
 [array(['joy'], dtype=object)]
 
+(`bert_keras.load(".../onnx/1/model.int8.onnx")` does the same, in a process that runs TensorFlow
+too: `engines.onnx_extensions`.)
+
 The encoder is converted from TensorFlow by tf2onnx (opset 18, its newest), then raised to
 opset 20 for ONNX's StringSplit.
 """
 
+import importlib.util
 import tempfile
 from pathlib import Path
 
@@ -32,16 +36,13 @@ FILES = {"float32": "model.float32.onnx", "int8": "model.int8.onnx"}
 
 def check():
     """A UsageError naming the pip command when the `[onnx]` extra is not installed."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxruntime_extensions  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as e:
-        raise UsageError(
-            f"--format=onnx needs {e.name}: pip install 'bert-keras[onnx]' (onnx, onnxruntime, "
-            f"onnxruntime-extensions, tf2onnx)."
-        ) from None
+    # Found, not imported: the extensions are loaded by `engines.onnx_extensions` alone.
+    for name in ("onnx", "onnxruntime", "onnxruntime_extensions", "tf2onnx"):
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(
+                f"--format=onnx needs {name}: pip install 'bert-keras[onnx]' (onnx, onnxruntime, "
+                f"onnxruntime-extensions, tf2onnx)."
+            )
 
 
 def write(classifier, spec, hf_tokenizer, info: ExportInfo, base: Path) -> tuple[Path, str]:
