@@ -264,8 +264,8 @@ def test_the_hugging_face_folder_answers_as_the_export_in_transformers(
     ]
 
 
-# The families whose tokenizer the ONNX export holds (WordPiece); the others take token ids.
-ONNX_RAW_TEXT = ("bert", "distilbert", "electra")
+# The families whose tokenizer the ONNX export holds (WordPiece, BPE); the others take token ids.
+ONNX_RAW_TEXT = ("bert", "distilbert", "electra", "roberta")
 
 
 def test_the_onnx_export_answers_as_the_savedmodel(family_run, folder, tmp_path):

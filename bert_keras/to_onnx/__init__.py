@@ -5,8 +5,9 @@
 `<export_base>/<name>/onnx/<version>/`: `model.float32.onnx` and `model.int8.onnx` (weights
 quantized dynamically by ONNX Runtime), inputs `text` (and `text_pair`) string [batch], outputs
 the SavedModel's (`serving.module.OUTPUTS`); `labels.txt`, `bert_keras.json`. The tokenizer is in
-the graph, of onnxruntime-extensions' operators (`wordpiece.py`), for the WordPiece families;
-for the others the models take the backbone's token ids and `tokenizer.json` lies beside them.
+the graph, of onnxruntime-extensions' operators, for the WordPiece families (`wordpiece.py`) and
+byte-level BPE (`bpe.py`); for the SentencePiece ones the models take the backbone's token ids
+and `tokenizer.json` lies beside them.
 
 >>> import onnxruntime, onnxruntime_extensions
 >>> options = onnxruntime.SessionOptions()
@@ -29,7 +30,6 @@ from pathlib import Path
 from bert_keras import durable
 from bert_keras.errors import UsageError
 from bert_keras.serving.info import ExportInfo
-from bert_keras.serving.wordpiece import Vocab
 
 FILES = {"float32": "model.float32.onnx", "int8": "model.int8.onnx"}
 
@@ -51,8 +51,8 @@ def write(classifier, spec, hf_tokenizer, info: ExportInfo, base: Path) -> tuple
     from bert_keras.to_onnx import model as onnx_model
 
     encoder = onnx_model.logits_model(classifier)
-    raw_text = isinstance(spec, Vocab)
-    pieces = onnx_model.Pieces(spec, hf_tokenizer, info, raw_text)
+    pieces = onnx_model.Pieces(spec, hf_tokenizer, info)
+    raw_text = pieces.raw_text
 
     def fill(tmp: Path):
         with tempfile.TemporaryDirectory(prefix="bert_keras-onnx-") as work:
@@ -71,7 +71,7 @@ def write(classifier, spec, hf_tokenizer, info: ExportInfo, base: Path) -> tuple
     said = (
         f"ONNX (float32, int8) takes raw text ({texts})"
         if raw_text
-        else f"ONNX (float32, int8) takes token ids: onnxruntime-extensions has no Hugging "
-        f"Face-exact {info.tokenizer.get('tokenizer')} tokenizer here; tokenizer.json is beside it"
+        else f"ONNX (float32, int8) takes token ids ({onnx_model.token_ids_only(spec)}); "
+        f"tokenizer.json is beside it"
     )
     return folder, said

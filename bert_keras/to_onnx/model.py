@@ -11,8 +11,11 @@ import onnx.numpy_helper
 import tensorflow as tf
 from onnx import TensorProto, helper
 
+from bert_keras.serving.bpe import BpeSpec
 from bert_keras.serving.info import ExportInfo
-from bert_keras.to_onnx import graph, wordpiece
+from bert_keras.serving.pairs import Specials
+from bert_keras.serving.wordpiece import Vocab
+from bert_keras.to_onnx import bpe, graph, wordpiece
 
 OPSET = 20
 TF2ONNX_OPSET = 18  # tf2onnx 1.17's newest
@@ -71,17 +74,21 @@ def save(model: onnx.ModelProto, path: Path):
 class Pieces:
     """The tokenizer and output graphs of one export, put around any logits model."""
 
-    def __init__(self, spec, hf_tokenizer, info: ExportInfo, raw_text: bool):
-        self.info, self.raw_text = info, raw_text
+    def __init__(self, spec, hf_tokenizer, info: ExportInfo):
+        self.info, self.spec = info, spec
         self.text_names = ("text", "text_pair") if info.text_pair else ("text",)
-        self.table = wordpiece.normaliser_table(hf_tokenizer) if raw_text else None
-        self.spec = spec
+        self.raw_text = not token_ids_only(spec)
+        if isinstance(spec, Vocab) and self.raw_text:
+            table = wordpiece.normaliser_table(hf_tokenizer)
+            self._ids = lambda g, text: wordpiece.ids(g, text, spec, table)
+        elif self.raw_text:
+            self._ids = lambda g, text: bpe.ids(g, text, spec)
 
     def whole(self, logits: onnx.ModelProto) -> onnx.ModelProto:
         g = graph.Graph("tokenizer")
         model_inputs = [i.name for i in logits.graph.input]
         if self.raw_text:
-            texts = [wordpiece.ids(g, name, self.spec, self.table) for name in self.text_names]
+            texts = [self._ids(g, name) for name in self.text_names]
             specials = _specials(self.spec)
             second = texts[1] if len(texts) > 1 else None
             ids = graph.assemble(g, texts[0], second, specials, self.info.max_seq_length)
@@ -106,9 +113,19 @@ class Pieces:
         return whole
 
 
-def _specials(spec):
-    from bert_keras.serving.pairs import Specials
+def token_ids_only(spec) -> str:
+    """Why the ONNX model of this tokenizer takes token ids, not raw text ("" where it takes
+    text): the extensions have no operators for a Hugging Face-exact SentencePiece here."""
+    if isinstance(spec, Vocab):
+        return ""
+    if isinstance(spec, BpeSpec):
+        return bpe.refusal(spec)
+    return "onnxruntime-extensions has no Hugging Face-exact SentencePiece tokenizer here"
 
+
+def _specials(spec):
+    if isinstance(spec, BpeSpec):
+        return spec.specials
     return Specials(spec.cls_id, spec.sep_id, spec.pad_id)
 
 
