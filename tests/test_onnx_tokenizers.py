@@ -73,7 +73,7 @@ def _corpus() -> list[str]:
 def test_the_wordpiece_graph_gives_the_hugging_face_ids():
     hf = tokenize.load_tokenizer(checkpoint.resolve("all-MiniLM-L6-v2", 128))
     spec = families.for_model_type("bert", "").tokenizer_spec(hf)
-    table = wordpiece.normaliser_table(hf)
+    table = wordpiece.character_table(hf)
     _assert_hugging_face_ids(_session(lambda g, t: wordpiece.ids(g, t, spec, table)), hf, _corpus())
 
 

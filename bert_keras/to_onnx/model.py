@@ -79,7 +79,7 @@ class Pieces:
         self.text_names = ("text", "text_pair") if info.text_pair else ("text",)
         self.raw_text = not token_ids_only(spec)
         if isinstance(spec, Vocab) and self.raw_text:
-            table = wordpiece.normaliser_table(hf_tokenizer)
+            table = wordpiece.character_table(hf_tokenizer)
             self._ids = lambda g, text: wordpiece.ids(g, text, spec, table)
         elif self.raw_text:
             self._ids = lambda g, text: bpe.ids(g, text, spec)

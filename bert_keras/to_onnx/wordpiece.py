@@ -1,18 +1,20 @@
 """WordPiece in ONNX (BERT, DistilBERT, ELECTRA): raw text -> the Hugging Face tokenizer's ids,
 of onnxruntime-extensions' string operators.
 
-The Hugging Face normaliser is one character at a time, so its whole effect is a table read from
-the `tokenizers` library itself (`families.probe.changed`): characters it deletes and those it
-makes spaces are two RE2 replaces; every other change (lowercase, accents stripped, spaces
-around Chinese characters) is `StringMapping` on the text's characters, joined again. Then the
-pre-tokenizer's split (whitespace dropped, each punctuation character a word: one RE2 split),
-`WordpieceTokenizer` on each word, and `LabelEncoder` from pieces to ids.
+The Hugging Face normaliser and the BERT pre-tokenizer both work one character at a time, so
+their whole effect is one table, read from the `tokenizers` library itself (`families.probe`):
+each character to its normalised characters, whitespace made a space and punctuation given a
+space on each side. The text's characters go through it (`StringMapping`, joined again), ONNX's
+`StringSplit` at spaces gives the words, `WordpieceTokenizer` their pieces and `LabelEncoder`
+the ids. A table lookup per character costs a fraction of what regular expressions of the
+Unicode classes did (the extensions compile a pattern on every call; docs/serving.md).
 """
 
 import json
 
 import numpy as np
 from onnx import TensorProto, helper
+from tokenizers import pre_tokenizers
 
 from bert_keras.families import probe
 from bert_keras.serving.wordpiece import Vocab
@@ -26,37 +28,35 @@ from bert_keras.to_onnx.graph import (
 )
 
 
-def normaliser_table(tokenizer) -> dict[str, str]:
-    """Each character the tokenizer's normaliser changes, and what it makes of it."""
-    return probe.changed(tokenizer.backend_tokenizer.normalizer)
+def character_table(tokenizer) -> dict[str, str]:
+    """Each character that the tokenizer's normaliser and then its (BERT) pre-tokenizer change,
+    and what they make of it: its normalised characters, each whitespace one a space and each
+    punctuation one with a space on either side."""
+    normalised = probe.changed(tokenizer.backend_tokenizer.normalizer)
+    split = probe.split_classes(pre_tokenizers.BertPreTokenizer())
+    spaces, punctuation = split["whitespace"], split["punctuation"]
+
+    def words(out: str) -> str:
+        return "".join(" " if d in spaces else f" {d} " if d in punctuation else d for d in out)
+
+    table = {c: words(normalised.get(c, c)) for c in set(normalised) | spaces | punctuation}
+    return {c: out for c, out in table.items() if out != c}
 
 
 def ids(g: Graph, text: str, vocab: Vocab, table: dict[str, str]):
     """One text tensor's ids, without special tokens: (flat int64 ids, row splits)."""
-    deleted = probe.char_class(c for c, out in table.items() if out == "")
-    spaced = probe.char_class(c for c, out in table.items() if out == " ")
-    mapped = {c: out for c, out in table.items() if out not in ("", " ")}
-    if "\x00" in table and table["\x00"] == "":
+    if table.get("\x00") == "":
         text = _without_nul(g, text)
-    if deleted:
-        text = g.op("StringRegexReplace", text, g.const([deleted]), g.const([""]), domain=CONTRIB)
-    if spaced:
-        text = g.op("StringRegexReplace", text, g.const([spaced]), g.const([" "]), domain=CONTRIB)
-    if mapped:
-        text = _map_characters(g, text, mapped)
-    rules = vocab.rules
-    split = "|".join(c for c in (rules.whitespace, rules.punctuation) if c)
-    words, _, _, word_splits = g.op(
-        "StringRegexSplitWithOffsets",
-        text,
-        g.const([f"({split})"]),
-        g.const([rules.punctuation]),
-        outputs=4,
-        domain=CONTRIB,
-    )
+    pieces, counts = g.op("StringSplit", _map_characters(g, text, table), outputs=2, delimiter=" ")
+    flat = g.op("Reshape", pieces, g.i64(-1))
+    filled = g.op("Not", g.op("Equal", flat, g.const([""])))  # between two spaces: no word
+    per_row = g.op("Concat", g.op("Shape", pieces, end=1), g.i64(-1), axis=0)
+    counts = g.op("Reshape", g.op("Cast", filled, to=TensorProto.INT64), per_row)
+    counts = g.op("ReduceSum", counts, g.i64(1), keepdims=0)
+    word_splits = g.op("Concat", g.i64(0), g.op("CumSum", counts, g.const(np.int64(0))), axis=0)
     pieces, piece_splits, _, _ = g.op(
         "WordpieceTokenizer",
-        words,
+        g.op("Compress", flat, filled),
         g.const(np.zeros([0], np.int64)),
         outputs=4,
         domain=CONTRIB,
@@ -111,6 +111,16 @@ def _without_nul(g: Graph, text: str) -> str:
 
 
 def _map_characters(g: Graph, text: str, table: dict[str, str]) -> str:
+    """`table` applied to each character. `StringMapping`'s table is lines of `key<TAB>value`
+    with a value: tabs and line breaks (which BERT's pre-tokenizer makes spaces) are replaced
+    before it, and deleted characters become one of them, taken out after it."""
+    separators = {c: out for c, out in table.items() if c in "\t\n"}
+    if any(out != " " for out in separators.values()):
+        raise ValueError(f"the graph cannot map {separators}")
+    if separators:
+        text = _replace(g, text, probe.char_class(separators), " ")
+    marker = min((c for c, out in table.items() if out == ""), default=None)  # for each deleted
+    table = {c: out or marker for c, out in table.items() if c not in separators and c != marker}
     chars, _, _, splits = g.op(
         "StringRegexSplitWithOffsets",
         text,
@@ -126,7 +136,12 @@ def _map_characters(g: Graph, text: str, table: dict[str, str]) -> str:
         map="\n".join(f"{c}\t{out}" for c, out in table.items()),
     )
     dense = ragged_to_dense(g, mapped, splits, g.const([""]))
-    return g.op("StringJoin", dense, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
+    text = g.op("StringJoin", dense, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
+    return _replace(g, text, probe.char_class(marker), "") if marker else text
+
+
+def _replace(g: Graph, text: str, pattern: str, by: str) -> str:
+    return g.op("StringRegexReplace", text, g.const([pattern]), g.const([by]), domain=CONTRIB)
 
 
 def text_input(name: str):
