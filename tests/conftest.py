@@ -383,8 +383,8 @@ def pytorch_runtime() -> Path:
     return venv / "bin" / "python"
 
 
-# ONNX Runtime alone, as a server runs it: TensorFlow loaded before onnxruntime-extensions makes
-# the extensions' regex operators answer wrongly (docs/serving.md), so never in pytest's process.
+# ONNX Runtime alone, as a server runs it, with no TensorFlow in the process (`bert_keras.load`
+# runs the same models in pytest's process: the tests compare both).
 ONNX_SCRIPT = """
 import json, sys
 import numpy as np, onnxruntime, onnxruntime_extensions
