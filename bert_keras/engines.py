@@ -146,10 +146,11 @@ class Onnx:
     tokenizer, else the Hugging Face tokenizer beside it (tokenizer.json) makes the token ids."""
 
     def __init__(self, model_file: Path):
+        extensions = onnx_extensions()  # first: a UsageError where the `[onnx]` extra is missing
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        options.register_custom_ops_library(onnx_extensions())
+        options.register_custom_ops_library(extensions)
         self.info = ExportInfo.from_json(
             json.loads((model_file.parent / "bert_keras.json").read_text())
         )
