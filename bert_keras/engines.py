@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bert_keras import to_onnx
 from bert_keras.errors import UsageError, cause
 from bert_keras.serving.info import INFO, ExportInfo
 
-ONNX_FILES = ("model.float32.onnx", "model.int8.onnx")  # to_onnx.FILES; the first by default
+ONNX_FLOAT32 = to_onnx.FILES["float32"]  # what an ONNX version folder runs
 FORMAT_FOLDERS = ("onnx", "hf")  # beside a model folder's SavedModel versions
 
 
@@ -71,8 +72,8 @@ def find(path) -> Found:
 def _version(folder: Path) -> Found | None:
     if (folder / "saved_model.pb").is_file():
         return Found(folder, "savedmodel")
-    if (folder / ONNX_FILES[0]).is_file():
-        return Found(folder / ONNX_FILES[0], "onnx")
+    if (folder / ONNX_FLOAT32).is_file():
+        return Found(folder / ONNX_FLOAT32, "onnx")
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return Found(folder, "hf")
     return None
@@ -168,8 +169,8 @@ class Onnx:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_file.parent))
 
     def outputs(self, texts, pairs) -> dict:
-        texts = [_str(t) for t in texts]
-        pairs = pairs and [_str(t) for t in pairs]
+        texts = [as_str(t) for t in texts]
+        pairs = pairs and [as_str(t) for t in pairs]
         if self._tokenizer is None:
             feed = {"text": np.array(texts, object)}
             if pairs is not None:
@@ -234,11 +235,11 @@ class HuggingFace:
         self._labels = self._classify.model.config.id2label
 
     def outputs(self, texts, pairs) -> dict:
-        texts = [_str(t) for t in texts]
+        texts = [as_str(t) for t in texts]
         inputs = (
             texts
             if pairs is None
-            else [{"text": t, "text_pair": _str(p)} for t, p in zip(texts, pairs, strict=True)]
+            else [{"text": t, "text_pair": as_str(p)} for t, p in zip(texts, pairs, strict=True)]
         )
         answers = self._classify(inputs, truncation=True, batch_size=32)
         order = [self._labels[i] for i in range(len(self._labels))]
@@ -267,5 +268,6 @@ def from_logits(logits: np.ndarray, info: ExportInfo) -> dict:
     return {"probabilities": probabilities, "predicted": hot.astype(np.int32), "labels": labels}
 
 
-def _str(text) -> str:
+def as_str(text) -> str:
+    """A text as str (invalid UTF-8 replaced)."""
     return text.decode("utf-8", "replace") if isinstance(text, bytes) else text

@@ -103,31 +103,46 @@ def from_run(
     if results is None:
         results = run.results()
     _check_tokenizer(results, tokenize.fingerprint(hf_tokenizer, max_seq_length), ckpt)
-    tokenizer = family.in_graph_tokenizer(family.tokenizer_spec(hf_tokenizer), max_seq_length)
+    spec = family.tokenizer_spec(hf_tokenizer)
+    tokenizer = family.in_graph_tokenizer(spec, max_seq_length)
     if classifier is None:
         classifier = run.load_classifier(ckpt)
     thresholds = results and results.thresholds
-    text_pair = bool(config.data.text_pair_column)
     module = TextClassifier(
         branched.branched(classifier),
         tokenizer,
         task.label_names,
-        text_pair=text_pair,
+        text_pair=bool(config.data.text_pair_column),
         problem_type=task.problem_type,
         thresholds=thresholds and list(thresholds["per_label"].values()),
     )
-    info = ExportInfo(
+    info = _export_info(run, config, task, ckpt, module, results)
+    base = Path(export_base or run.export_base) / (model_name or config.model_name)
+    written = {}
+    if "savedmodel" in formats:
+        written["savedmodel"] = write(module, base, info)
+    if "hf" in formats:
+        written["hf"] = hub_folder.write(run, ckpt, info, base / "hf")
+    if "onnx" in formats:
+        written["onnx"], said = to_onnx.write(classifier, spec, hf_tokenizer, info, base / "onnx")
+        print(said)
+    return written
+
+
+def _export_info(run: RunDir, config, task, ckpt, module: TextClassifier, results):
+    """`bert_keras.json`: what the export is and how the run trained it."""
+    return ExportInfo(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         model=ckpt.name,
-        family=family.name,
+        family=ckpt.family.name,
         dataset=config.data.dataset,
         label_names=list(task.label_names),
         problem_type=task.problem_type,
         thresholds=module.thresholds if task.multi_label else None,
-        max_seq_length=max_seq_length,
+        max_seq_length=config.encoder.max_seq_length,
         pooling=config.encoder.pooling,
-        tokenizer=tokenizer.describe(),
-        text_pair=text_pair,
+        tokenizer=module.tokenizer.describe(),
+        text_pair=bool(config.data.text_pair_column),
         signatures=signatures(module),
         training=TrainingInfo(
             run_dir=str(run.path.resolve()),
@@ -137,17 +152,6 @@ def from_run(
         ),
         versions={"training": results and results.versions, "export": rundir.versions()},
     )
-    base = Path(export_base or run.export_base) / (model_name or config.model_name)
-    written = {}
-    if "savedmodel" in formats:
-        written["savedmodel"] = write(module, base, info)
-    if "hf" in formats:
-        written["hf"] = hub_folder.write(run, ckpt, info, base / "hf")
-    if "onnx" in formats:
-        spec = family.tokenizer_spec(hf_tokenizer)
-        written["onnx"], said = to_onnx.write(classifier, spec, hf_tokenizer, info, base / "onnx")
-        print(said)
-    return written
 
 
 def _check_formats(formats):

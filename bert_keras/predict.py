@@ -68,7 +68,10 @@ class Predictor:
         out = self.outputs(texts, pairs)
         rows = []
         for i, text in enumerate(texts):
-            row = {"text": _str(text), **({"text_pair": _str(pairs[i])} if pairs else {})}
+            row = {
+                "text": engines.as_str(text),
+                **({"text_pair": engines.as_str(pairs[i])} if pairs else {}),
+            }
             rows.append({**row, **self._answer(out, i)})
         return rows
 
@@ -80,14 +83,10 @@ class Predictor:
             for name, p in zip(self.label_names, out["probabilities"][i], strict=True)
         }
         if self.task.multi_label:
-            labels = [_str(name) for name in out["labels"][i] if name]
+            labels = [engines.as_str(name) for name in out["labels"][i] if name]
             return {"labels": labels, "probabilities": probabilities}
-        label = _str(out["label"][i])
+        label = engines.as_str(out["label"][i])
         return {"label": label, "label_id": int(out["label_id"][i]), "probabilities": probabilities}
-
-
-def _str(text) -> str:
-    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
 def split_pairs(lines: list) -> tuple[list, list]:
@@ -97,8 +96,8 @@ def split_pairs(lines: list) -> tuple[list, list]:
         tab = b"\t" if isinstance(line, bytes) else "\t"
         if tab not in line:
             raise UsageError(
-                f"this model classifies sentence pairs: {_str(line)[:60]!r} has no tab; give each "
-                f"as text<TAB>text_pair."
+                f"this model classifies sentence pairs: {engines.as_str(line)[:60]!r} has no "
+                f"tab; give each as text<TAB>text_pair."
             )
         text, pair = line.split(tab, 1)
         texts.append(text)
