@@ -171,6 +171,17 @@ def alone_and_in_a_word(char: str) -> str:
     return f"{char} ab{char}cd"
 
 
+def equal_score_ties(hf, got: list[int], text: str) -> bool:
+    """`got` and the Hugging Face ids of `text` spell the same pieces and score the same under
+    the Unigram model: SentencePiece and Hugging Face break ties between equal paths differently
+    (docs/families.md)."""
+    scores = dict(json.loads(hf.backend_tokenizer.to_str())["model"]["vocab"])
+    want = hf.convert_ids_to_tokens(hf(text, add_special_tokens=False)["input_ids"])
+    got = hf.convert_ids_to_tokens(got)
+    same_score = abs(sum(scores[p] for p in want) - sum(scores[p] for p in got)) < 1e-4
+    return "".join(want) == "".join(got) and same_score
+
+
 def hugging_face_inputs(model: Path | str, texts: list, max_seq_length: int) -> dict:
     """The backbone's inputs for `texts` (int32, by the names the models take; segments of 0
     where the tokenizer gives none) from the model folder's Hugging Face tokenizer (the training

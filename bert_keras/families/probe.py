@@ -9,11 +9,11 @@ CODE_POINTS = [c for c in (*range(0x40000), *range(0xE0000, 0x110000)) if not 0x
 SEPARATOR = "|"  # no normaliser the graphs reproduce changes it or makes it
 
 
-def changed(normalizer) -> dict[str, str]:
+def changed(normalizer, separator: str = SEPARATOR) -> dict[str, str]:
     """Each character that a per-character normaliser changes, and what it makes of it, probed
-    in one call."""
-    chars = [chr(c) for c in CODE_POINTS if chr(c) != SEPARATOR]
-    outputs = normalizer.normalize_str(SEPARATOR.join(chars)).split(SEPARATOR)
+    in one call (`separator`: a character it neither changes nor makes)."""
+    chars = [chr(c) for c in CODE_POINTS if chr(c) != separator]
+    outputs = normalizer.normalize_str(separator.join(chars)).split(separator)
     assert len(outputs) == len(chars), "the normaliser changed the probe's separator"
     return {c: out for c, out in zip(chars, outputs, strict=True) if out != c}
 

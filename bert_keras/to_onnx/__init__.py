@@ -5,9 +5,10 @@
 `<export_base>/<name>/onnx/<version>/`: `model.float32.onnx` and `model.int8.onnx` (weights
 quantized dynamically by ONNX Runtime), inputs `text` (and `text_pair`) string [batch], outputs
 the SavedModel's (`serving.module.OUTPUTS`); `labels.txt`, `bert_keras.json`. The tokenizer is in
-the graph, of onnxruntime-extensions' operators, for the WordPiece families (`wordpiece.py`) and
-byte-level BPE (`bpe.py`); for the SentencePiece ones the models take the backbone's token ids
-and `tokenizer.json` lies beside them.
+the graph, of onnxruntime-extensions' operators: WordPiece (`wordpiece.py`), byte-level BPE
+(`bpe.py`) and SentencePiece (`sentencepiece.py`); where a tokenizer's steps have no operators
+(`model.token_ids_only`: DeBERTa-v3's NFC) the models take the backbone's token ids and
+`tokenizer.json` lies beside them.
 
 >>> import onnxruntime, onnxruntime_extensions
 >>> options = onnxruntime.SessionOptions()

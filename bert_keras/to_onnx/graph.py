@@ -7,6 +7,8 @@ import itertools
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from bert_keras.families import probe
+
 CONTRIB = "ai.onnx.contrib"  # onnxruntime-extensions' operators
 ML = "ai.onnx.ml"  # LabelEncoder: strings to ids
 
@@ -142,3 +144,56 @@ def _longest_first(g: Graph, first: str, second: str, budget: int):
     keep_first = g.op("Where", fits, first, g.op("Where", first_shorter, keep_short, keep_long))
     keep_second = g.op("Where", fits, second, g.op("Where", first_shorter, keep_long, keep_short))
     return keep_first, keep_second
+
+
+def without_nul(g: Graph, text: str, by: str) -> str:
+    """Each NUL of the texts replaced `by` a string, by ONNX's own StringSplit: the extensions'
+    operators read a string up to its first NUL."""
+    pieces, counts = g.op("StringSplit", text, outputs=2, delimiter="\x00")  # [rows, p]
+    if by:  # after each piece but a row's last (the rows are padded with "" to p pieces)
+        k = g.op(
+            "Range", g.const(np.int64(0)), g.op("Shape", pieces, start=1), g.const(np.int64(1))
+        )
+        last = g.op("Sub", g.op("Unsqueeze", counts, g.i64(1)), g.const(np.int64(1)))
+        after = g.op(
+            "Where",
+            g.op("Less", g.op("Unsqueeze", k, g.i64(0)), last),
+            g.const([by]),
+            g.const([""]),
+        )
+        pieces = g.op("StringConcat", pieces, after, domain=CONTRIB)
+    return g.op("StringJoin", pieces, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
+
+
+def map_characters(g: Graph, text: str, table: dict[str, str]) -> str:
+    """`table` applied to each character. `StringMapping`'s table is lines of `key<TAB>value`
+    with a value: tabs and line breaks (which BERT's pre-tokenizer makes spaces) are replaced
+    before it, and deleted characters become one of them, taken out after it."""
+    separators = {c: out for c, out in table.items() if c in "\t\n"}
+    if any(out != " " for out in separators.values()):
+        raise ValueError(f"the graph cannot map {separators}")
+    if separators:
+        text = replace(g, text, probe.char_class(separators), " ")
+    marker = min((c for c, out in table.items() if out == ""), default=None)  # for each deleted
+    table = {c: out or marker for c, out in table.items() if c not in separators and c != marker}
+    chars, _, _, splits = g.op(
+        "StringRegexSplitWithOffsets",
+        text,
+        g.const(["(?s)(.)"]),
+        g.const(["(?s)."]),
+        outputs=4,
+        domain=CONTRIB,
+    )
+    mapped = g.op(
+        "StringMapping",
+        chars,
+        domain=CONTRIB,
+        map="\n".join(f"{c}\t{out}" for c, out in table.items()),
+    )
+    dense = ragged_to_dense(g, mapped, splits, g.const([""]))
+    text = g.op("StringJoin", dense, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
+    return replace(g, text, probe.char_class(marker), "") if marker else text
+
+
+def replace(g: Graph, text: str, pattern: str, by: str) -> str:
+    return g.op("StringRegexReplace", text, g.const([pattern]), g.const([by]), domain=CONTRIB)

@@ -15,7 +15,7 @@ from bert_keras.serving.bpe import BpeSpec
 from bert_keras.serving.info import ExportInfo
 from bert_keras.serving.pairs import Specials
 from bert_keras.serving.wordpiece import Vocab
-from bert_keras.to_onnx import bpe, graph, wordpiece
+from bert_keras.to_onnx import bpe, graph, sentencepiece, wordpiece
 
 OPSET = 20
 TF2ONNX_OPSET = 18  # tf2onnx 1.17's newest
@@ -81,8 +81,10 @@ class Pieces:
         if isinstance(spec, Vocab) and self.raw_text:
             table = wordpiece.character_table(hf_tokenizer)
             self._ids = lambda g, text: wordpiece.ids(g, text, spec, table)
-        elif self.raw_text:
+        elif isinstance(spec, BpeSpec) and self.raw_text:
             self._ids = lambda g, text: bpe.ids(g, text, spec)
+        elif self.raw_text:
+            self._ids = lambda g, text: sentencepiece.ids(g, text, spec)
 
     def whole(self, logits: onnx.ModelProto) -> onnx.ModelProto:
         g = graph.Graph("tokenizer")
@@ -115,18 +117,18 @@ class Pieces:
 
 def token_ids_only(spec) -> str:
     """Why the ONNX model of this tokenizer takes token ids, not raw text ("" where it takes
-    text): the extensions have no operators for a Hugging Face-exact SentencePiece here."""
+    text)."""
     if isinstance(spec, Vocab):
         return ""
     if isinstance(spec, BpeSpec):
         return bpe.refusal(spec)
-    return "onnxruntime-extensions has no Hugging Face-exact SentencePiece tokenizer here"
+    return sentencepiece.refusal(spec)
 
 
 def _specials(spec):
-    if isinstance(spec, BpeSpec):
-        return spec.specials
-    return Specials(spec.cls_id, spec.sep_id, spec.pad_id)
+    if isinstance(spec, Vocab):
+        return Specials(spec.cls_id, spec.sep_id, spec.pad_id)
+    return spec.specials
 
 
 def _outputs(g: graph.Graph, logits: str, info: ExportInfo) -> list:

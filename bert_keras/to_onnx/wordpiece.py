@@ -23,8 +23,9 @@ from bert_keras.to_onnx.graph import (
     ML,
     Graph,
     gather_ragged,
-    ragged_to_dense,
+    map_characters,
     starts_lengths,
+    without_nul,
 )
 
 
@@ -46,8 +47,8 @@ def character_table(tokenizer) -> dict[str, str]:
 def ids(g: Graph, text: str, vocab: Vocab, table: dict[str, str]):
     """One text tensor's ids, without special tokens: (flat int64 ids, row splits)."""
     if table.get("\x00") == "":
-        text = _without_nul(g, text)
-    pieces, counts = g.op("StringSplit", _map_characters(g, text, table), outputs=2, delimiter=" ")
+        text = without_nul(g, text, "")
+    pieces, counts = g.op("StringSplit", map_characters(g, text, table), outputs=2, delimiter=" ")
     flat = g.op("Reshape", pieces, g.i64(-1))
     filled = g.op("Not", g.op("Equal", flat, g.const([""])))  # between two spaces: no word
     per_row = g.op("Concat", g.op("Shape", pieces, end=1), g.i64(-1), axis=0)
@@ -101,47 +102,6 @@ def _unknown_words_whole(g: Graph, token_ids: str, splits: str, unk: int):
     flat = g.op("Compress", g.op("Reshape", dense, g.i64(-1)), g.op("Reshape", inside, g.i64(-1)))
     new_splits = g.op("Concat", g.i64(0), g.op("CumSum", kept, g.const(np.int64(0))), axis=0)
     return flat, new_splits
-
-
-def _without_nul(g: Graph, text: str) -> str:
-    """The extensions' operators read a string up to its first NUL: NULs (which the normaliser
-    deletes) are taken out first by ONNX's own StringSplit."""
-    pieces, _ = g.op("StringSplit", text, outputs=2, delimiter="\x00")
-    return g.op("StringJoin", pieces, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
-
-
-def _map_characters(g: Graph, text: str, table: dict[str, str]) -> str:
-    """`table` applied to each character. `StringMapping`'s table is lines of `key<TAB>value`
-    with a value: tabs and line breaks (which BERT's pre-tokenizer makes spaces) are replaced
-    before it, and deleted characters become one of them, taken out after it."""
-    separators = {c: out for c, out in table.items() if c in "\t\n"}
-    if any(out != " " for out in separators.values()):
-        raise ValueError(f"the graph cannot map {separators}")
-    if separators:
-        text = _replace(g, text, probe.char_class(separators), " ")
-    marker = min((c for c, out in table.items() if out == ""), default=None)  # for each deleted
-    table = {c: out or marker for c, out in table.items() if c not in separators and c != marker}
-    chars, _, _, splits = g.op(
-        "StringRegexSplitWithOffsets",
-        text,
-        g.const(["(?s)(.)"]),
-        g.const(["(?s)."]),
-        outputs=4,
-        domain=CONTRIB,
-    )
-    mapped = g.op(
-        "StringMapping",
-        chars,
-        domain=CONTRIB,
-        map="\n".join(f"{c}\t{out}" for c, out in table.items()),
-    )
-    dense = ragged_to_dense(g, mapped, splits, g.const([""]))
-    text = g.op("StringJoin", dense, g.const(""), g.const(np.int64(1)), domain=CONTRIB)
-    return _replace(g, text, probe.char_class(marker), "") if marker else text
-
-
-def _replace(g: Graph, text: str, pattern: str, by: str) -> str:
-    return g.op("StringRegexReplace", text, g.const([pattern]), g.const([by]), domain=CONTRIB)
 
 
 def text_input(name: str):
