@@ -264,6 +264,22 @@ def test_the_hugging_face_folder_answers_as_the_export_in_transformers(
 ONNX_RAW_TEXT = ("bert", "distilbert", "electra", "roberta", "xlm-roberta", "albert")
 
 
+def _assert_rewritten(folder: Path):
+    """`to_onnx/rewrite.py` found its patterns in this family's graph: every LayerNorm fused (no
+    ReduceMean left), and no weight matrix of the int8 model left in float32."""
+    import onnx
+
+    float32, int8 = (onnx.load(str(folder / f"model.{p}.onnx")) for p in ("float32", "int8"))
+    assert "ReduceMean" not in {n.op_type for n in float32.graph.node}
+    matrices = {
+        i.name
+        for i in int8.graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2
+    }
+    products = [n for n in int8.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert not [n.name for n in products if matrices & set(n.input)]
+
+
 def test_the_onnx_export_answers_as_the_savedmodel(family_run, folder, tmp_path):
     """float32 to 1e-4 and int8 close, from raw text where the graph holds the tokenizer, else
     from the Hugging Face tokenizer's ids (its tokenizer.json beside the models)."""
@@ -282,6 +298,7 @@ def test_the_onnx_export_answers_as_the_savedmodel(family_run, folder, tmp_path)
     np.testing.assert_allclose(answers["float32"]["probabilities"], probabilities, atol=1e-4)
     assert answers["float32"]["label"] == [n.decode() for n in want["label"].numpy()]
     np.testing.assert_allclose(answers["int8"]["probabilities"], probabilities, atol=0.05)
+    _assert_rewritten(export / "onnx" / "1")
     # bert_keras.load, here where TensorFlow runs (`engines.onnx_extensions`): as ONNX Runtime
     # alone, the folder in float32 and the int8 file named.
     for precision, load in (

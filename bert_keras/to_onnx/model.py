@@ -15,7 +15,7 @@ from bert_keras.serving.bpe import BpeSpec
 from bert_keras.serving.info import ExportInfo
 from bert_keras.serving.pairs import Specials
 from bert_keras.serving.wordpiece import Vocab
-from bert_keras.to_onnx import bpe, graph, sentencepiece, wordpiece
+from bert_keras.to_onnx import bpe, graph, rewrite, sentencepiece, wordpiece
 
 OPSET = 20
 TF2ONNX_OPSET = 18  # tf2onnx 1.17's newest
@@ -34,7 +34,8 @@ def logits_model(classifier) -> onnx.ModelProto:
         return {"logits": classifier(dict(zip(names, inputs, strict=True)), training=False)}
 
     model, _ = tf2onnx.convert.from_function(logits, input_signature=specs, opset=TF2ONNX_OPSET)
-    return version_converter.convert_version(_without_erfc(model), OPSET)
+    model = version_converter.convert_version(_without_erfc(model), OPSET)
+    return rewrite.layer_norms_fused(rewrite.gemms_as_matmuls(model))
 
 
 def _without_erfc(model: onnx.ModelProto) -> onnx.ModelProto:
