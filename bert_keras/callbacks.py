@@ -286,7 +286,9 @@ def tell_run(callbacks, history: History, total_steps: int):
             callback.history, callback.total_steps = history, total_steps
 
 
-def for_run(history: History, config, run, validation, step_log: StepLog, backup) -> list:
+def for_run(
+    history: History, config, run, validation, step_log: StepLog, backup, tensorboard=True
+) -> list:
     """The run's callbacks in their order: the step counter (`step_log.counter`) and the timer;
     validation (F1Callback) before everything that reads its epoch; the non-finite check before
     anything saves; the best checkpoint, the step log and the backup; TensorBoard last (it reads
@@ -309,5 +311,5 @@ def for_run(history: History, config, run, validation, step_log: StepLog, backup
         *swap_out,
         step_log,
         backup,
-        keras.callbacks.TensorBoard(str(run.logs)),
+        *([keras.callbacks.TensorBoard(str(run.logs))] if tensorboard else []),
     ]

@@ -23,7 +23,7 @@ from bert_keras.errors import UsageError, cause, no_arguments
 
 # Flags that may change between a run and its resumption: they do not change what is learned.
 RESUMABLE_CHANGES = frozenset(
-    {"backup_every_steps", "strategy", "num_cpu_devices", "export_formats"}
+    {"backup_every_steps", "strategy", "num_cpu_devices", "export_formats", "report_to"}
 )
 # Flags that say what to do with a run directory, not what the run is: not in its run.flags.
 NOT_RECORDED = frozenset({"overwrite"})
@@ -34,6 +34,7 @@ DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 # What `bert_keras.export` writes (`exporting`): TF Serving's SavedModel, a Hugging Face folder,
 # ONNX (float32 and int8).
 EXPORT_FORMATS = ("savedmodel", "hf", "onnx")
+REPORTERS = ("tensorboard", "mlflow", "wandb", "none")  # --report_to (`tracking`)
 
 
 def flag(default, help: str, *, lower=None, upper=None, choices: Sequence[str] = ()):
@@ -362,9 +363,17 @@ class OutputConfig:
         "What the finished run exports, a comma list: `savedmodel` (TF Serving, raw text in: "
         "<export_name>/<version>/), `hf` (a Hugging Face folder of the fine-tuned "
         "*ForSequenceClassification for transformers and the Hub: <export_name>/hf/<version>/) "
-        "and `onnx` (ONNX Runtime, float32 and int8, raw text in for WordPiece models: "
+        "and `onnx` (ONNX Runtime, float32 and int8, raw text in but for DeBERTa-v3: "
         "<export_name>/onnx/<version>/; needs the [onnx] extra).",
         choices=EXPORT_FORMATS,
+    )
+    report_to: tuple[str, ...] = flag(
+        ("tensorboard",),
+        "Where the run's figures go beside its directory, a comma list: `tensorboard` (events "
+        "in <output_dir>/logs), `mlflow` (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; the "
+        "[mlflow] extra), `wandb` (WANDB_PROJECT, WANDB_MODE; the [wandb] extra), or `none`. A "
+        "tracker that cannot be reached is a warning; training goes on.",
+        choices=REPORTERS,
     )
 
 

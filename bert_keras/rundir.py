@@ -15,6 +15,7 @@ leaves the old version of each or the new one.
       reports/test/    REPORT.md, classification report, confusion matrix and F1 PNGs
       export/<name>/1/ the SavedModel, with its MODEL_CARD.md
       metrics.json     per-epoch validation metrics, test metrics, speed, versions
+      tracking.json    the ids of the run in MLflow and W&B (--report_to), to resume it there
 
 >>> run = RunDir("runs/emotion")
 >>> run.config().training.learning_rate, run.label_names()[:2], run.results().test["macro_f1"]
@@ -51,6 +52,7 @@ LIBRARIES = (
 )
 
 NEW, RESUME, DONE = "new", "resume", "finished"
+TRACKING_FILE = "tracking.json"  # the ids of a run (or a search) in MLflow and W&B
 
 
 class RunDir:
@@ -65,6 +67,7 @@ class RunDir:
         self.training_csv = self.logs / "training.csv"
         self.steps_csv = self.logs / "steps.csv"
         self.export_base = self.path / "export"
+        self.tracking = self.path / TRACKING_FILE
 
     def __str__(self) -> str:
         return str(self.path)

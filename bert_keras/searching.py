@@ -20,6 +20,7 @@ training resumes from its backup, and the budget counts the time already spent. 
 
 import dataclasses
 import gc
+import json
 import shutil
 import time
 import warnings
@@ -29,12 +30,13 @@ import keras
 import optuna
 from absl import flags
 
-from bert_keras import backup, callbacks, durable, pipeline, train
+import bert_keras
+from bert_keras import backup, callbacks, durable, pipeline, tracking, train
 from bert_keras import config as config_module
 from bert_keras.config import RESUMABLE_CHANGES, RunConfig
 from bert_keras.errors import TrainingError, UsageError
 from bert_keras.results import LOWER_IS_BETTER
-from bert_keras.rundir import RunDir
+from bert_keras.rundir import TRACKING_FILE, RunDir
 
 TrialState = optuna.trial.TrialState
 
@@ -173,22 +175,47 @@ def search(config: SearchConfig):
     if not check_dir(config) and config.budget_minutes:
         check_budget(config)
     study = open_study(config)
-    record = Record(config, started - study.user_attrs.get("seconds", 0.0))
-    resume_stopped(config, study, record)
-    limits = [record]
-    if config.trials:
-        states = tuple(TrialState)  # each trial counts, however it ended
-        limits.append(optuna.study.MaxTrialsCallback(config.trials, states=states))
-    left = config.budget_minutes * 60 - record.seconds() if config.budget_minutes else None
-    if left is None or left > 0:
-        study.optimize(
-            lambda trial: run_trial(config, trial, record),
-            timeout=left,
-            callbacks=limits,
-            catch=(TrainingError,),  # a trial whose loss went non-finite: the search goes on
-            gc_after_trial=True,
-        )
-    return finish(config, study, record)
+    tracker = track(config)
+    with tracker.ended_if_failed():
+        record = Record(config, started - study.user_attrs.get("seconds", 0.0))
+        resume_stopped(config, study, record)
+        limits = [record]
+        if config.trials:
+            states = tuple(TrialState)  # each trial counts, however it ended
+            limits.append(optuna.study.MaxTrialsCallback(config.trials, states=states))
+        left = config.budget_minutes * 60 - record.seconds() if config.budget_minutes else None
+        if left is None or left > 0:
+            study.optimize(
+                lambda trial: run_trial(config, trial, record),
+                timeout=left,
+                callbacks=limits,
+                catch=(TrainingError,),  # a trial whose loss went non-finite: the search goes on
+                gc_after_trial=True,
+            )
+        return finish(config, study, record, tracker)
+
+
+def track(config: SearchConfig) -> tracking.Tracking:
+    """The search as a tracked run of its own (--report_to), its trials nested under it."""
+    base = config.base
+    about = tracking.About(
+        name=config.search_dir.name,
+        experiment=base.data.name,
+        logs=config.search_dir,
+        params={
+            **base.recorded(),
+            "search": " ".join(config.identity().splitlines()[-len(config.space) :]),
+        },
+        tags={"bert_keras": bert_keras.__version__, "search": "parent"},
+    )
+    return tracking.start(base.output.report_to, about, config.search_dir / TRACKING_FILE)
+
+
+def _parent(config: SearchConfig) -> dict:
+    """The search's tracked ids, which its trials are nested under."""
+    ids = config.search_dir / TRACKING_FILE
+    known = json.loads(ids.read_text()) if ids.is_file() else {}
+    return {**known, "wandb_group": config.search_dir.name}
 
 
 def check_dir(config: SearchConfig) -> bool:
@@ -292,7 +319,7 @@ def run_trial(config: SearchConfig, trial, record) -> float:
     print(f"\n=== Trial {trial.number} ({run_config.output_path}): {_shown(trial.params)}")
     pruning, started = Pruning(trial, record), time.time()
     try:
-        history = train.train_held_out(run_config, [pruning])
+        history = train.train_held_out(run_config, [pruning], parent=_parent(config))
     finally:
         seconds = trial.user_attrs.get("seconds", 0) + time.time() - started
         trial.set_user_attr("seconds", seconds)  # a resumed trial's, over its attempts
@@ -302,8 +329,11 @@ def run_trial(config: SearchConfig, trial, record) -> float:
     best = history.best()
     trial.set_user_attr(f"validation_{history.monitor}", best["validation"][history.monitor])
     trial.set_user_attr("best_epoch", best["epoch"])
+    run = RunDir(run_config.output_path)
+    outcome = f"pruned after validation {pruning.pruned}" if pruning.pruned else "complete"
+    tracking.opened(run_config.output.report_to, run.tracking).tag({"outcome": outcome})
     if pruning.pruned:
-        backup.remove(RunDir(run_config.output_path).backup)  # never finished: not needed
+        backup.remove(run.backup)  # never finished: not needed
         raise optuna.TrialPruned(f"behind the others after validation {pruning.pruned}")
     return score(history, best)
 
@@ -414,7 +444,7 @@ def check_budget(config: SearchConfig):
         )
 
 
-def finish(config: SearchConfig, study, record: Record):
+def finish(config: SearchConfig, study, record: Record, tracker=None):
     """The best trial finished as a run is (test split, reports, export), its flags in
     best.flags, the tables, and a summary."""
     best = _best(study)
@@ -426,13 +456,18 @@ def finish(config: SearchConfig, study, record: Record):
     finishing = time.time()
     print(f"\n=== The best trial, {best.number}: its test split, reports and export")
     run_config = trial_config(config, best)
-    results = train.run(run_config)
+    results = train.run(run_config, parent=_parent(config))
     finishing = time.time() - finishing
     run = RunDir(run_config.output_path)
     durable.write_text(config.search_dir / "best.flags", run.flags.read_text())
     record.keep_time(study)  # the search's seconds now include the finish
     write_table(config, study)
     plot(config, study)
+    if tracker:  # the best trial's figures and the search's tables
+        tracker.validation(results.best())
+        tracker.tag({"best_trial": str(best.number)})
+        files = ("trials.png", "trials.csv", "best.flags")
+        tracker.finish(results.test, [config.search_dir / name for name in files])
     print(summary(config, study, best, results, finishing))
     return results
 

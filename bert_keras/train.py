@@ -22,11 +22,13 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import datasets
 import keras
 import numpy as np
 
+import bert_keras
 from bert_keras import (
     backup,
     callbacks,
@@ -42,6 +44,7 @@ from bert_keras import (
     report,
     rundir,
     tokenize,
+    tracking,
 )
 from bert_keras import config as config_module
 from bert_keras.config import RunConfig, TrainConfig
@@ -82,20 +85,23 @@ class Inputs:
         return {i: float(w) for i, w in enumerate(self.class_weight)}
 
 
-def run(config: RunConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Results:
+def run(
+    config: RunConfig, callbacks: Sequence[keras.callbacks.Callback] = (), parent=None
+) -> Results:
     """The whole run: trained, tested and published (or read back, when it had finished).
     `callbacks`: Keras callbacks after the run's own (each validation's figures are in their
-    `logs`; a `callbacks.RunCallback` is also given the run's history and length)."""
-    return _locked(config, callbacks, publish=True)
+    `logs`; a `callbacks.RunCallback` is also given the run's history and length). `parent`:
+    the tracked ids of a search, for its trial (`tracking.About.parent`)."""
+    return _locked(config, callbacks, publish=True, parent=parent)
 
 
-def train_held_out(config: RunConfig, callbacks: Sequence = ()) -> History:
+def train_held_out(config: RunConfig, callbacks: Sequence = (), parent=None) -> History:
     """Stages 1 to 4 only, the test split held out (a search's trial): the run is left
     unfinished, with its backup; `run(config)` later tests and publishes it."""
-    return _locked(config, callbacks, publish=False)
+    return _locked(config, callbacks, publish=False, parent=parent)
 
 
-def _locked(config: RunConfig, extra: Sequence, publish: bool):
+def _locked(config: RunConfig, extra: Sequence, publish: bool, parent=None):
     """The stages, with the run directory locked (by the chief: only it writes there), SIGTERM
     and SIGINT handled (`interrupt`), and Keras' global policy restored after."""
     started = time.time()
@@ -105,7 +111,7 @@ def _locked(config: RunConfig, extra: Sequence, publish: bool):
     run_dir = RunDir(config.output_path)
     lock = run_dir.locked() if distribute.is_chief(strategy) else contextlib.nullcontext()
     with interrupt.Signals().handled() as signals, lock, _keras_state():
-        return run_stages(config, strategy, run_dir, signals, started, extra, publish)
+        return run_stages(config, strategy, run_dir, signals, started, extra, publish, parent)
 
 
 @contextlib.contextmanager
@@ -120,8 +126,9 @@ def _keras_state():
         keras.mixed_precision.set_global_policy(policy)
 
 
-def run_stages(config, strategy, run_dir: RunDir, signals, started, extra, publish=True):
+def run_stages(config, strategy, run_dir, signals, started, extra, publish=True, parent=None):
     # === 1. Check ===
+    tracking.check(config.output.report_to)
     config = run_dir.same_revision(config)
     state = run_dir.check(config, has_backup=backup.latest(run_dir.backup) is not None)
     if state == rundir.DONE:
@@ -133,28 +140,68 @@ def run_stages(config, strategy, run_dir: RunDir, signals, started, extra, publi
     config = config.replace(model=inputs.ckpt.pinned)  # run.flags records a hub id's commit
     policy = distribute.dtype_policy(config.devices.mixed_precision)
     classifier = build(config, inputs, strategy, policy)
+    chief = distribute.is_chief(strategy)
     # === 4. Fit, 5. test: only the chief writes the run directory; other workers write a
-    # temporary one (TensorFlow's multi-worker convention) and read the chief's backup. ===
+    # temporary one (TensorFlow's multi-worker convention) and read the chief's backup. The
+    # chief alone reports to the trackers. ===
     with distribute.work_dir(strategy, run_dir.path) as path:
         work = RunDir(path)
         work.start(state, config, inputs.task)
-        resuming = state == rundir.RESUME
-        devices = (strategy, signals)
-        history = fit(config, inputs, classifier, devices, run_dir, work, resuming, extra)
-        if not publish:
-            return history
-        final_weights = model.weights_sha256(classifier)
-        if distribute.is_multi_worker(strategy):
-            print(
-                f"Worker {distribute.task_id(strategy)}: training done, final weights sha256 "
-                f"{final_weights} (the same on every worker)."
-            )
-        test, test_logits, thresholds = test_best(inputs, classifier, work)
+        tracker = track(config, run_dir, inputs, parent) if chief else tracking.Tracking([])
+        extra = [*extra, tracker.callback()]
+        with tracker.ended_if_failed():
+            resuming, devices = state == rundir.RESUME, (strategy, signals)
+            history = fit(config, inputs, classifier, devices, run_dir, work, resuming, extra)
+            if not publish:
+                tracker.finish(None, [])
+                return history
+            final_weights = final_weights_said(classifier, strategy)
+            test, test_logits, thresholds = test_best(inputs, classifier, work)
     results = collect(inputs, classifier, history, test, final_weights, strategy, policy)
     results.thresholds = thresholds
-    if distribute.is_chief(strategy):
-        publish_run(config, run_dir, inputs, results, test_logits, classifier, started)
+    if chief:
+        with tracker.ended_if_failed():
+            publish_run(config, run_dir, inputs, results, test_logits, classifier, started)
+            tracker.finish(results.test, tracked_files(run_dir, results))
     return results
+
+
+def track(config: RunConfig, run_dir: RunDir, inputs: Inputs, parent) -> tracking.Tracking:
+    """The run in the trackers of --report_to (continued where run_dir's ids say it began)."""
+    tags = {
+        "bert_keras": bert_keras.__version__,
+        "model": config.encoder.model,
+        **{f"version.{name}": v for name, v in rundir.versions().items()},
+        **{f"fingerprint.{name}": v for name, v in inputs.fingerprints.items()},
+    }
+    about = tracking.About(
+        name=run_dir.path.name,
+        experiment=config.data.name,
+        logs=run_dir.logs,
+        params=config.recorded(),
+        tags=tags,
+        parent=parent,
+    )
+    return tracking.start(config.output.report_to, about, run_dir.tracking)
+
+
+def tracked_files(run_dir: RunDir, results: Results) -> list[Path]:
+    """What the trackers keep of a finished run: metrics.json, the test report and its
+    figures, the SavedModel's model card."""
+    report = run_dir.report_dir("test")
+    card = [Path(results.export) / "MODEL_CARD.md"] if results.export else []
+    return [run_dir.metrics, report / "REPORT.md", *sorted(report.glob("*.png")), *card]
+
+
+def final_weights_said(classifier, strategy) -> str:
+    """The trained weights' sha256, said by each worker of a multi-worker run."""
+    final_weights = model.weights_sha256(classifier)
+    if distribute.is_multi_worker(strategy):
+        print(
+            f"Worker {distribute.task_id(strategy)}: training done, final weights sha256 "
+            f"{final_weights} (the same on every worker)."
+        )
+    return final_weights
 
 
 def finished_already(run_dir: RunDir) -> Results:
@@ -289,7 +336,15 @@ def fit(config, inputs, classifier, devices, run_dir: RunDir, work: RunDir, resu
     )
     callbacks.tell_run(extra, history, inputs.schedule.total_steps)
     run_callbacks = [
-        *callbacks.for_run(history, training, work, inputs.validation, step_log, keep),
+        *callbacks.for_run(
+            history,
+            training,
+            work,
+            inputs.validation,
+            step_log,
+            keep,
+            tensorboard="tensorboard" in config.output.report_to,
+        ),
         interrupt.StopOnSignal(signals, keep, micro),
         *extra,
     ]

@@ -1,11 +1,15 @@
 """Shared fixtures: a tiny randomly initialised BERT folder, small data sets, CLI runs."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -284,10 +288,10 @@ def wait_for_backup(run_dir: Path, step: int, procs, timeout: float = 300) -> in
     return wait_until(newest, procs, f"a backup of step {step}", timeout)
 
 
-def kill_9_at_backup(args: list[str], run_dir: Path, step: int, log: Path) -> int:
+def kill_9_at_backup(args: list[str], run_dir: Path, step: int, log: Path, **env) -> int:
     """Starts `python -m bert_keras.train <args>` and kill -9s it (no handler, no cleanup) once
     run_dir holds a backup of at least `step` steps; returns that backup's step."""
-    proc = start_python("-m", "bert_keras.train", *args, log=log)
+    proc = start_python("-m", "bert_keras.train", *args, log=log, **env)
     try:
         found = wait_for_backup(run_dir, step, [proc])
         proc.kill()
@@ -312,14 +316,58 @@ def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]
     ]
 
 
+def tracking_env(folder: Path) -> dict:
+    """MLflow in a SQLite file in `folder`, W&B offline: the trackers without a server."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "WANDB_MODE": "offline"}
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_bert, tmp_path_factory) -> Path:
     """One finished CLI run of the tiny model on 400 emotion rows (2 epochs of 25 steps), dropout
-    off."""
+    off, reported to TensorBoard, MLflow (`tracking_env(tiny_run.parent)`) and W&B offline."""
     output_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, output_dir, "--dropout=0"))
+    args = tiny_train_args(tiny_bert, output_dir, "--dropout=0")
+    result = run_cli(
+        "bert_keras.train",
+        *args,
+        "--report_to=tensorboard,mlflow,wandb",
+        **tracking_env(output_dir.parent),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return output_dir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 at a free port, stopped at the end: its URI."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    port = uri.rsplit(":", 1)[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", port]
+    command += ["--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--workers", "1"]
+    command += ["--artifacts-destination", str(tmp_path / "artifacts")]
+    log = open(tmp_path / "mlflow_server.log", "w")  # noqa: SIM115  (the server holds it)
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(f"{uri}/health"), [server], "mlflow server", timeout=120)
+        yield uri
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+        reap(server)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 # Long enough for the tiny model to learn (tiny_run's 50 steps of CLS pooling still answer the

@@ -17,6 +17,7 @@ from conftest import (
 )
 from safetensors.numpy import load_file, save_file
 from test_tasks import score_rows
+from test_tracking import mlflow_run
 from test_train import step_losses
 
 
@@ -162,14 +163,15 @@ def _float_arrays(h5_path) -> list:
 
 
 def test_overwrite_then_a_resume_keep_earlier_exports_and_the_early_stopping_count(
-    tiny_run, tiny_bert, tmp_path
+    tiny_run, tiny_bert, tmp_path, mlflow_server
 ):
     """A finished run trained again with --overwrite and other flags, killed in epoch 3, then
     resumed with the flags alone. It ends as a run of the new flags, the old run's export kept
     as version 1 and the new one version 2. The new flags' learning rate is too small to change
     a prediction: epoch 1 stays the best (the earliest of equals), and patience 2 ends the
     8-epoch run after epoch 3, epoch 2 (validated before the kill) counting: the count is the
-    run's, not the process'."""
+    run's, not the process'. Reported to a real MLflow server: one tracked run (a new one: the
+    copied run's ids go with --overwrite) with one history across the kill."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     old_export = _files(run / "export" / "emotion" / "1")
@@ -179,12 +181,20 @@ def test_overwrite_then_a_resume_keep_earlier_exports_and_the_early_stopping_cou
         "--epochs=8",
         "--learning_rate=1e-12",
         "--early_stopping_patience=2",
+        "--report_to=mlflow",
     ]
-    kill_9_at_backup([*args, "--overwrite"], run, 110, tmp_path / "first")  # epoch 3: 101-150
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    kill_9_at_backup([*args, "--overwrite"], run, 110, tmp_path / "first", **env)  # epoch 3
     assert not (run / "metrics.json").exists()  # the finished run's results are gone
     assert "--learning_rate=1e-12\n" in (run / "run.flags").read_text()
-    result = run_cli("bert_keras.train", *args)
+    result = run_cli("bert_keras.train", *args, **env)
     assert result.returncode == 0, result.stderr[-3000:]
+    client, tracked = mlflow_run(run, mlflow_server)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert [r.info.run_id for r in client.search_runs(experiments)] == [tracked.info.run_id]
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == "run"
+    history = client.get_metric_history(tracked.info.run_id, "val_micro_f1")
+    assert [m.step for m in history] == [50, 100, 150]
     m = json.loads((run / "metrics.json").read_text())
     assert len(m["resumed_at_steps"]) == 1 and 100 < m["resumed_at_steps"][0] < 150
     assert [e["epoch"] for e in m["epochs"]] == [1, 2, 3] and m["best_epoch"] == 1

@@ -3,11 +3,13 @@ whose test split is held out, the best by validation is finished, and a killed s
 where it stopped."""
 
 import csv
+import json
 import struct
 
 import pytest
 from absl import flags
-from conftest import reap, run_cli, start_python, tiny_train_args, wait_until
+from conftest import reap, run_cli, start_python, tiny_train_args, tracking_env, wait_until
+from test_tracking import mlflow_run
 
 from bert_keras import searching as search
 from bert_keras.config import RunConfig
@@ -44,16 +46,18 @@ def epochs_of(run_dir) -> int:
 
 
 def test_a_killed_search_continues_and_finishes_only_the_best_trial(tiny_bert, tmp_path):
+    """Reported to MLflow: the search a run with each trial nested under it."""
     folder = tmp_path / "search"
-    args = search_args(tiny_bert, folder)
-    proc = start_python("-m", "bert_keras.search", *args, log=tmp_path / "first")
+    args = search_args(tiny_bert, folder, "--report_to=mlflow")
+    env = tracking_env(tmp_path)
+    proc = start_python("-m", "bert_keras.search", *args, log=tmp_path / "first", **env)
     try:  # killed once trial 1 has backed up its first epoch, in its second
         wait_until(lambda: list(folder.glob("trial-001/backup/step-*")), [proc], "trial 1's backup")
         proc.kill()
         proc.wait()
     finally:
         reap(proc)
-    result = run_cli("bert_keras.search", *args)
+    result = run_cli("bert_keras.search", *args, **env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming trial 1, stopped while training." in result.stdout
 
@@ -94,13 +98,34 @@ def test_a_killed_search_continues_and_finishes_only_the_best_trial(tiny_bert, t
     width, height = struct.unpack(">II", (folder / "trials.png").read_bytes()[16:24])
     assert width > 1.4 * height  # a panel per searched flag, side by side
 
-    changed = parse(*args[:-1], "--search_epochs=2,3")
+    _assert_tracked(folder, env["MLFLOW_TRACKING_URI"], trials, best)
+
+    changed = parse(*args[:-2], "--search_epochs=2,3", args[-1])
     with pytest.raises(UsageError) as refused:
         search.search(changed)
     assert str(refused.value) == (
         f"--search_dir={folder} holds a search of other flags (now --search_epochs=2,3, was "
         f"--search_epochs=2,4); give another --search_dir, or --overwrite to start it over."
     )
+
+
+def _assert_tracked(folder, uri, trials, best):
+    """The search's run holds the best trial's figures and trials.png; each trial's run is
+    nested under it with its outcome, trial 1 (killed and resumed) one run with one history."""
+    client, parent = mlflow_run(folder, uri)
+    assert parent.info.status == "FINISHED" and parent.data.tags["best_trial"] == best.name[-1]
+    metrics = json.loads((best / "metrics.json").read_text())
+    assert parent.data.metrics["test_micro_f1"] == pytest.approx(metrics["test"]["micro_f1"])
+    assert "trials.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    nested = f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    children = client.search_runs([parent.info.experiment_id], nested)
+    assert sorted(r.info.run_name for r in children) == [f"trial-00{i}" for i in range(4)]
+    for run, trial in zip(sorted(children, key=lambda r: r.info.run_name), trials, strict=True):
+        outcome = run.data.tags["outcome"]
+        assert outcome.startswith("pruned") == (trial["state"] == "PRUNED"), outcome
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_micro_f1")]
+        epochs = read_csv(folder / run.info.run_name / "logs" / "training.csv")
+        assert len(steps) == len(set(steps)) == len(epochs)
 
 
 def test_a_search_continues_under_what_a_run_may_change_when_it_resumes(tiny_bert, tmp_path):

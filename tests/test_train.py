@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the TF Text ops the SavedModel uses)
-from conftest import emotion_rows, hugging_face_inputs, run_cli, tiny_train_args
+from conftest import emotion_rows, free_port, hugging_face_inputs, run_cli, tiny_train_args
 from sklearn.metrics import f1_score
 
 from bert_keras import checkpoint, model, tokenize
@@ -121,9 +121,15 @@ def test_finished_run_rerun_says_so_and_changes_nothing(tiny_run, tiny_bert):
 
 
 def test_same_seed_same_metrics(tiny_run, tiny_bert, tmp_path):
+    """Also: tracking changes nothing learned, and a tracking server that cannot be reached (a
+    closed port) is a warning, then the run goes on (tiny_run reported to MLflow and W&B)."""
     again = tmp_path / "again"
-    result = run_cli("bert_keras.train", *tiny_train_args(tiny_bert, again, "--dropout=0"))
+    closed = f"http://127.0.0.1:{free_port()}"
+    args = tiny_train_args(tiny_bert, again, "--dropout=0", "--report_to=mlflow")
+    result = run_cli("bert_keras.train", *args, MLFLOW_TRACKING_URI=closed)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "warning: mlflow is not reachable (ConnectionRefusedError: " in result.stdout
+    assert not (again / "tracking.json").exists()
     first, second = _metrics(tiny_run), _metrics(again)
     assert [e["validation"] for e in first["epochs"]] == [e["validation"] for e in second["epochs"]]
     assert first["test"] == second["test"]
