@@ -6,7 +6,9 @@
 Reports (`report.write`) go to `--report_dir`, by default `<run_dir>/reports/<split>-<data set
 name>` (for an export, the run directory it records; else
 `./reports/<model name>-<version>-<split>`): never over `<run_dir>/reports/test`, which the
-trainer writes itself at the end of a run. `--dataset` evaluates on
+trainer writes itself at the end of a run. A `--report_dir` that is the run (or export), above
+it, or a folder of other files is refused before any work: the reports replace their folder as a
+whole. `--dataset` evaluates on
 another data set with the same labels (same column flags as the run unless given).
 """
 
@@ -145,9 +147,27 @@ def evaluate(run_dir=None, export_dir=None, split="test", dataset=None, report_d
     if bool(run_dir) == bool(export_dir):
         raise UsageError("give one of --run_dir (a training run) or --export_dir (an export).")
     report_dir = Path(report_dir) if report_dir else None
+    if report_dir:
+        check_report_dir(report_dir, Path(run_dir or export_dir))
     if run_dir:
         return from_run(Path(run_dir), split, dataset, report_dir)
     return from_export(Path(export_dir), split, dataset, report_dir)
+
+
+def check_report_dir(report_dir: Path, source: Path):
+    """A UsageError unless `report_dir` is a folder the reports may replace as a whole: new,
+    empty or an earlier report, and neither the run (or export) evaluated nor above it."""
+    folder, source = report_dir.resolve(), source.resolve()
+    if folder == source or folder in source.parents:
+        raise UsageError(
+            f"--report_dir={report_dir} holds {source}, which the reports would replace; give a "
+            f"folder of its own, such as {source / 'reports' / 'mine'}."
+        )
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "REPORT.md").is_file():
+        raise UsageError(
+            f"--report_dir={report_dir} holds other files than a report, which the reports "
+            f"would replace; give a new or empty folder."
+        )
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """Reports people look at: the trainer's reports/test, the evaluate CLI, the export's model card."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -114,6 +115,32 @@ def test_evaluate_bad_input_is_one_error_line(args, expected):
     result = run_cli("bert_keras.evaluate", *args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(expected)
+
+
+def test_a_report_dir_holding_the_run_or_other_files_is_refused(tiny_run, tmp_path):
+    """`evaluate --run_dir=R --report_dir=R` once swapped the report into R's place and deleted
+    the run. Refused before any work: the run (or export) itself, a folder above it, a folder of
+    other files; nothing touched."""
+    from test_train import _tree
+
+    from bert_keras import evaluation
+    from bert_keras.errors import UsageError
+
+    before = _tree(tiny_run)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    export = tiny_run / "export" / "emotion" / "1"
+    for source, report_dir, says in (
+        ({"run_dir": tiny_run}, tiny_run, f"holds {tiny_run}, which the reports would replace"),
+        ({"run_dir": tiny_run}, tiny_run.parent, f"holds {tiny_run}, which the reports"),
+        ({"export_dir": export}, tiny_run, f"holds {export}, which the reports"),
+        ({"run_dir": tiny_run}, other, "holds other files than a report"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(says)):
+            evaluation.evaluate(**source, report_dir=report_dir)
+    assert _tree(tiny_run) == before
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
 def test_evaluate_on_a_data_set_with_other_labels_is_refused(tiny_run, tmp_path):
