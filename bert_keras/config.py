@@ -288,6 +288,8 @@ class TrainConfig:
         42,
         "Seed for weight initialisation, dropout, data order and the splits carved off train. "
         "The same seed on CPU gives the same metrics.",
+        lower=0,
+        upper=2**32 - 1,  # numpy's seeds
     )
 
 
@@ -531,6 +533,13 @@ def _define(field: dataclasses.Field, values: flags.FlagValues):
         flags.DEFINE_list(name, list(default), text, flag_values=values)
     else:
         flags.DEFINE_string(name, default, text, flag_values=values)
+    if typing.get_origin(field.type) is tuple:
+        flags.register_validator(
+            name,
+            lambda value: len(set(value)) == len(value),
+            f"--{name} names an item twice; name each once",
+            flag_values=values,
+        )
 
 
 def dataset_name(dataset: str) -> str:

@@ -110,6 +110,7 @@ class RunDir:
                 f"--output_dir."
             )
         if finished:
+            self.results()  # readable, or one line now
             return DONE
         return RESUME if has_backup else NEW
 
@@ -186,8 +187,17 @@ class RunDir:
         return Task.read(self.path)
 
     def results(self) -> Results | None:
-        """metrics.json, or None for an unfinished run."""
-        return Results.read(self.metrics) if self.metrics.is_file() else None
+        """metrics.json, or None for an unfinished run; a UsageError if it cannot be read."""
+        if not self.metrics.is_file():
+            return None
+        try:
+            return Results.read(self.metrics)
+        except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            raise UsageError(
+                f"{self.metrics} is damaged ({type(e).__name__}: {str(e)[:100]}); the run's "
+                f"other files are as it left them: put back a copy of metrics.json, or pass "
+                f"--overwrite to train the run again."
+            ) from None
 
     def checkpoint(self):
         """The run's pretrained checkpoint (checked as at training)."""

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from bert_keras import durable
+from bert_keras.errors import UsageError
 
 SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label", "multi_label", "regression"
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL, REGRESSION)
@@ -31,6 +32,12 @@ class Task:
         if self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"unknown problem type {self.problem_type!r}")
         object.__setattr__(self, "label_names", tuple(self.label_names))
+        for name in self.label_names:
+            if len(name.splitlines()) > 1 or name != name.strip("\n\r"):
+                raise UsageError(
+                    f"the label {name!r} holds a line break, which labels.txt (a label a line) "
+                    f"cannot keep; rename it in the data, or name the labels with --label_names."
+                )
 
     @property
     def outputs(self) -> int:

@@ -126,6 +126,14 @@ def test_label_names_flag_names_integer_labels(tmp_path):
         data.load(str(tmp_path), text_column="t", label_column="y", label_names=["neg", "pos"])
 
 
+def test_a_label_with_a_line_break_is_refused_before_training(tmp_path):
+    """It was trained, then read back from labels.txt as one label too many (issue 34)."""
+    rows = [{"text": f"text {i}", "label": ["calm", "not\ncalm"][i % 2]} for i in range(8)]
+    write_split_files(tmp_path, {s: rows for s in data.SPLITS})
+    with pytest.raises(data.UsageError, match=r"the label 'not\\ncalm' holds a line break"):
+        data.load(str(tmp_path))
+
+
 def test_carved_validation_is_stratified_and_seeded(tmp_path):
     rows = [{"text": f"row {i}", "label": ["a", "b", "c"][i % 3]} for i in range(300)]
     write_split_files(tmp_path, {"train": rows, "test": rows[:30]})

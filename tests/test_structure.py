@@ -60,6 +60,10 @@ def test_the_data_set_name_of_a_file_folder_or_hub_id():
         (["--learning_rat=1e-4"], "Unknown command line flag 'learning_rat'"),
         (["--epochs=0"], "--epochs=0"),
         (["--pooling=max"], "--pooling"),
+        # Issue 34: these were tracebacks, the second only after training.
+        (["--seed=-1"], "--seed=-1"),
+        (["--label_columns=a,a"], "--label_columns names an item twice; name each once"),
+        (["--export_formats=hf,hf"], "--export_formats names an item twice"),
     ],
 )
 def test_a_bad_flagfile_line_is_one_usage_error(args, message):

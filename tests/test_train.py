@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from conftest import emotion_rows, free_port, hugging_face_inputs, run_cli, tiny
 from sklearn.metrics import f1_score
 
 from bert_keras import checkpoint, model, tokenize
+from bert_keras.errors import UsageError
 from bert_keras.rundir import RunDir
 
 METRIC_KEYS = {"accuracy", "micro_f1", "macro_f1", "per_class_f1", "loss", "examples"}
@@ -118,6 +120,19 @@ def test_finished_run_rerun_says_so_and_changes_nothing(tiny_run, tiny_bert):
         f"42)); pass --overwrite to replace it, or choose another --output_dir."
     )
     assert _tree(tiny_run) == before
+
+
+def test_a_damaged_metrics_json_is_one_line_and_nothing_changes(tiny_run, tmp_path):
+    """It counted as finished, then rerunning the command was a JSONDecodeError (issue 34)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").write_text('{"dataset": "emo')  # cut short
+    before = _tree(run)
+    config = RunDir(run).config()  # its flags as they are (--output_dir: the original)
+    with pytest.raises(UsageError, match=r"metrics.json is damaged \(JSONDecodeError: ") as e:
+        RunDir(run).check(config, has_backup=False)
+    assert "put back a copy of metrics.json, or pass --overwrite" in str(e.value)
+    assert "\n" not in str(e.value) and _tree(run) == before
 
 
 def test_same_seed_same_metrics(tiny_run, tiny_bert, tmp_path):
