@@ -468,7 +468,7 @@ class RunConfig:
     @property
     def output_path(self) -> Path:
         """The run directory: --output_dir, else runs/<data set name>."""
-        return Path(self.output.output_dir or f"runs/{self.data.name}")
+        return Path(self.output.output_dir or f"runs/{self.data.name}").expanduser()
 
     @property
     def model_name(self) -> str:

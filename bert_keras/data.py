@@ -76,6 +76,13 @@ def load(dataset: str = "emotion", seed: int = 42, **flags) -> LabeledData:
 def from_config(config: DataConfig, seed: int, split: str | None = None) -> LabeledData:
     """The data a run's data flags name; `seed` draws the splits carved off train. With
     `split`, a report of that split: the test split is always whole."""
+    for role in ("validation", "test"):
+        if config.train_split == getattr(config, f"{role}_split"):
+            raise UsageError(
+                f"--train_split={config.train_split} is also the {role} split "
+                f"(--{role}_split): the model would be judged on rows it trained on; train on "
+                f"another split."
+            )
     raw, names_file = _read(config)
     splits = _choose_splits(raw, config)
     columns = _columns(config)

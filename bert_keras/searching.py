@@ -136,7 +136,7 @@ class SearchConfig:
                 )
             space[name] = _parsed(name, SPACE[name][0], given)
         folder = values.search_dir or f"{base.output_path}-search"
-        return cls(base, space, values.trials, values.budget_minutes, Path(folder))
+        return cls(base, space, values.trials, values.budget_minutes, Path(folder).expanduser())
 
     def identity(self) -> str:
         """What a search is (its record in search.flags): the base flags and the space."""

@@ -134,6 +134,17 @@ def test_a_label_with_a_line_break_is_refused_before_training(tmp_path):
         data.load(str(tmp_path))
 
 
+def test_training_on_the_test_split_is_refused(tmp_path):
+    """`--train_split=test` trained on the test split, said only by the overlap warning."""
+    rows = [{"text": f"text {i}", "label": ["a", "b"][i % 2]} for i in range(8)]
+    write_split_files(tmp_path, {s: rows for s in data.SPLITS})
+    for flags, role in (({"train_split": "test"}, "test"), ({"test_split": "train"}, "test")):
+        with pytest.raises(data.UsageError, match=f"is also the {role} split"):
+            data.load(str(tmp_path), **flags)
+    with pytest.raises(data.UsageError, match="is also the validation split"):
+        data.load(str(tmp_path), train_split="validation")
+
+
 def test_carved_validation_is_stratified_and_seeded(tmp_path):
     rows = [{"text": f"row {i}", "label": ["a", "b", "c"][i % 3]} for i in range(300)]
     write_split_files(tmp_path, {"train": rows, "test": rows[:30]})

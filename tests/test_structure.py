@@ -72,6 +72,11 @@ def test_a_bad_flagfile_line_is_one_usage_error(args, message):
     assert "\n" not in str(raised.value)
 
 
+def test_a_home_directory_in_a_flagfile_is_expanded():
+    """`--output_dir=~/runs/x` in a flagfile (no shell to expand it) made a folder named `~`."""
+    assert RunConfig.parse(["--output_dir=~/runs/x"]).output_path == Path.home() / "runs/x"
+
+
 def _imports(path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
