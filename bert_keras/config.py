@@ -37,10 +37,16 @@ EXPORT_FORMATS = ("savedmodel", "hf", "onnx")
 REPORTERS = ("tensorboard", "mlflow", "wandb", "none")  # --report_to (`tracking`)
 
 
-def flag(default, help: str, *, lower=None, upper=None, choices: Sequence[str] = ()):
-    """A config field that is also a flag: its help says what it does and its unit."""
+def flag(default, help: str, *, lower=None, upper=None, choices: Sequence[str] = (), check=None):
+    """A config field that is also a flag: its help says what it does and its unit. `check`:
+    (a predicate of the value, what the flag must be)."""
     metadata = {"help": help, "lower": lower, "upper": upper, "choices": tuple(choices)}
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata={**metadata, "check": check})
+
+
+def is_folder_name(name: str) -> bool:
+    """A name that stays one folder inside its parent: no separator, not hidden, not `..`."""
+    return not name or ("/" not in name and "\\" not in name and not name.startswith("."))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +365,7 @@ class OutputConfig:
         "",
         "Model name in the export path <output_dir>/export/<export_name>/<version>/ (TF "
         "Serving's MODEL_NAME). Empty = the dataset's name.",
+        check=(is_folder_name, "a folder name: no `/`, not starting with `.`"),
     )
     export_formats: tuple[str, ...] = flag(
         ("savedmodel",),
@@ -540,6 +547,9 @@ def _define(field: dataclasses.Field, values: flags.FlagValues):
             f"--{name} names an item twice; name each once",
             flag_values=values,
         )
+    if meta["check"]:
+        predicate, must_be = meta["check"]
+        flags.register_validator(name, predicate, f"--{name} must be {must_be}", flag_values=values)
 
 
 def dataset_name(dataset: str) -> str:

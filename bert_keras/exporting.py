@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import flags
 
 from bert_keras import durable, hub_folder, report, rundir, to_onnx, tokenize
-from bert_keras.config import EXPORT_FORMATS
+from bert_keras.config import EXPORT_FORMATS, is_folder_name
 from bert_keras.errors import UsageError
 from bert_keras.families import branched
 from bert_keras.results import Results
@@ -94,6 +94,11 @@ def from_run(
     _check_formats(formats)
     run = RunDir(run_dir)
     config, task, ckpt = run.config(), run.task(), run.checkpoint()
+    name = model_name or config.model_name
+    if not is_folder_name(name):
+        raise UsageError(
+            f"--model_name={name} must be a folder name: no `/`, not starting with `.`."
+        )
     if "hf" in formats:
         hub_folder.check(ckpt, config.encoder.pooling)
     if "onnx" in formats:
@@ -117,7 +122,7 @@ def from_run(
         thresholds=thresholds and list(thresholds["per_label"].values()),
     )
     info = _export_info(run, config, task, ckpt, module, results)
-    base = Path(export_base or run.export_base) / (model_name or config.model_name)
+    base = Path(export_base or run.export_base) / name
     written = {}
     if "savedmodel" in formats:
         written["savedmodel"] = write(module, base, info)
@@ -216,7 +221,7 @@ def define_flags(values: flags.FlagValues):
         "What to export, a comma list: `savedmodel` (TF Serving, raw text in), `hf` (a "
         "Hugging Face folder of the fine-tuned *ForSequenceClassification, under "
         "<model_name>/hf/<version>/) and `onnx` (float32 and int8 for ONNX Runtime, raw text in "
-        "for WordPiece models, under <model_name>/onnx/<version>/; the [onnx] extra).",
+        "but for DeBERTa-v3, under <model_name>/onnx/<version>/; the [onnx] extra).",
         flag_values=values,
     )
     flags.mark_flag_as_required("run_dir", flag_values=values)

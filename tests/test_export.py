@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -313,3 +314,14 @@ def test_docs_saved_model_cli_command_runs(export_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Result for output key label:" in result.stdout
     assert "Result for output key probabilities:" in result.stdout
+
+
+def test_a_model_name_outside_its_folder_is_refused_before_any_work(tiny_run):
+    """`--model_name=../x` (and the trainer's `--export_name`) wrote outside export/ (issue 34)."""
+    from bert_keras import exporting
+    from bert_keras.errors import UsageError
+
+    for name in ("../x", ".tmp-x", "a/b"):
+        with pytest.raises(UsageError, match=f"--model_name={re.escape(name)} must be a folder"):
+            exporting.from_run(tiny_run, model_name=name)
+    assert not (tiny_run / "x").exists() and not (tiny_run / "export" / "a").exists()

@@ -64,6 +64,8 @@ def test_the_data_set_name_of_a_file_folder_or_hub_id():
         (["--seed=-1"], "--seed=-1"),
         (["--label_columns=a,a"], "--label_columns names an item twice; name each once"),
         (["--export_formats=hf,hf"], "--export_formats names an item twice"),
+        (["--export_name=../x"], "--export_name must be a folder name: no `/`, not starting"),
+        (["--export_name=.hidden"], "--export_name must be a folder name"),
     ],
 )
 def test_a_bad_flagfile_line_is_one_usage_error(args, message):
