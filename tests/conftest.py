@@ -317,8 +317,16 @@ def tiny_train_args(tiny_bert: Path, output_dir: Path, *extra: str) -> list[str]
 
 
 def tracking_env(folder: Path) -> dict:
-    """MLflow in a SQLite file in `folder`, W&B offline: the trackers without a server."""
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "WANDB_MODE": "offline"}
+    """MLflow in a SQLite file in `folder`, W&B offline: the trackers without a server. The
+    emotion experiment is made first, its artifacts in `folder`: MLflow's default for a SQLite
+    store, ./mlruns, would be the repository the runs start in."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name("emotion") is None:
+        client.create_experiment("emotion", artifact_location=(folder / "mlartifacts").as_uri())
+    return {"MLFLOW_TRACKING_URI": uri, "WANDB_MODE": "offline"}
 
 
 @pytest.fixture(scope="session")
