@@ -90,15 +90,9 @@ class SentencePieceTokenizer(InGraphTokenizer):
 def _normaliser(step: dict):
     """A step as a function of the text (a CodePointMap, a tf.Module, for Lowercase)."""
     kind = step["type"]
-    if kind == "Replace":
-        pattern = step.get("re2") or literal(step["pattern"]["String"])
-        content = step["content"].replace("\\", "\\\\")
-        return lambda text: tf.strings.regex_replace(text, pattern, content)
-    if kind == "Strip":
-        chars = step["chars"]
-        left, right = f"^{chars}+" * step["strip_left"], f"{chars}+$" * step["strip_right"]
-        pattern = "|".join(p for p in (left, right) if p)
-        return lambda text: replace(text, pattern if chars else "", "")
+    if kind in ("Replace", "Strip"):
+        pattern, rewrite = regex_of(step)
+        return lambda text: replace(text, pattern, rewrite)
     if kind in ("NFC", "NFD", "NFKC", "NFKD"):
         return lambda text: tf_text.normalize_utf8(text, kind)
     if kind == "StripAccents":
@@ -106,3 +100,16 @@ def _normaliser(step: dict):
     if kind == "Lowercase":
         return CodePointMap(step["table"])
     raise ValueError(f"normaliser step {kind} is not one of {STEPS}")
+
+
+def regex_of(step: dict) -> tuple[str, str]:
+    """A `Replace` or `Strip` step as an RE2 (pattern, rewrite); pattern "": nothing to do.
+    (The ONNX graph runs the same.)"""
+    if step["type"] == "Replace":
+        pattern = step.get("re2") or literal(step["pattern"]["String"])
+        return pattern, step["content"].replace("\\", "\\\\")
+    if step["type"] != "Strip":
+        raise ValueError(f"normaliser step {step['type']} is not a regular expression")
+    chars = step["chars"]
+    left, right = f"^{chars}+" * step["strip_left"], f"{chars}+$" * step["strip_right"]
+    return ("|".join(p for p in (left, right) if p) if chars else ""), ""

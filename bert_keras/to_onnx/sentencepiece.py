@@ -14,8 +14,7 @@ import numpy as np
 from tokenizers import normalizers
 
 from bert_keras.families import probe
-from bert_keras.serving.characters import literal
-from bert_keras.serving.sentencepiece import PRIVATE_USE, SentencePieceSpec
+from bert_keras.serving.sentencepiece import PRIVATE_USE, SentencePieceSpec, regex_of
 from bert_keras.to_onnx.graph import CONTRIB, Graph, map_characters, replace, without_nul
 
 PER_CHARACTER = {
@@ -101,13 +100,5 @@ def _steps(steps: list[dict]):
 
 
 def _regex(step: dict):
-    if step["type"] == "Replace":
-        pattern = step.get("re2") or literal(step["pattern"]["String"])
-        content = step["content"].replace("\\", "\\\\")
-        return lambda g, text: replace(g, text, pattern, content)
-    if step["type"] == "Strip":
-        left = f"^{step['chars']}+" * step["strip_left"]
-        right = f"{step['chars']}+$" * step["strip_right"]
-        pattern = "|".join(p for p in (left, right) if p) if step["chars"] else ""
-        return lambda g, text: replace(g, text, pattern, "") if pattern else text
-    raise ValueError(f"normaliser step {step['type']} has no ONNX graph")
+    pattern, rewrite = regex_of(step)
+    return lambda g, text: replace(g, text, pattern, rewrite) if pattern else text
