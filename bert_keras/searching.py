@@ -20,7 +20,6 @@ training resumes from its backup, and the budget counts the time already spent. 
 
 import dataclasses
 import gc
-import json
 import shutil
 import time
 import warnings
@@ -30,7 +29,6 @@ import keras
 import optuna
 from absl import flags
 
-import bert_keras
 from bert_keras import backup, callbacks, durable, pipeline, tracking, train
 from bert_keras import config as config_module
 from bert_keras.config import RESUMABLE_CHANGES, RunConfig
@@ -138,10 +136,13 @@ class SearchConfig:
         folder = values.search_dir or f"{base.output_path}-search"
         return cls(base, space, values.trials, values.budget_minutes, Path(folder).expanduser())
 
+    def searched(self) -> list[str]:
+        """The space as flags: `--search_<name>=<values>`."""
+        return [f"--search_{n}={','.join(map(str, v))}" for n, (_, v) in self.space.items()]
+
     def identity(self) -> str:
         """What a search is (its record in search.flags): the base flags and the space."""
-        searched = [f"--search_{n}={','.join(map(str, v))}" for n, (_, v) in self.space.items()]
-        return self.base.replace(output_dir="").flagfile() + "\n".join(searched) + "\n"
+        return self.base.replace(output_dir="").flagfile() + "\n".join(self.searched()) + "\n"
 
 
 def _parsed(name: str, kind: str, given: list[str]) -> tuple:
@@ -204,17 +205,16 @@ def track(config: SearchConfig) -> tracking.Tracking:
         logs=config.search_dir,
         params={
             **base.recorded(),
-            "search": " ".join(config.identity().splitlines()[-len(config.space) :]),
+            "search": " ".join(config.searched()),
         },
-        tags={"bert_keras": bert_keras.__version__, "search": "parent"},
+        tags={"search": "parent"},
     )
     return tracking.start(base.output.report_to, about, config.search_dir / TRACKING_FILE)
 
 
 def _parent(config: SearchConfig) -> dict:
     """The search's tracked ids, which its trials are nested under."""
-    ids = config.search_dir / TRACKING_FILE
-    known = json.loads(ids.read_text()) if ids.is_file() else {}
+    known = tracking.ids_in(config.search_dir / TRACKING_FILE)
     return {**known, "wandb_group": config.search_dir.name}
 
 

@@ -27,6 +27,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import bert_keras
 from bert_keras import callbacks, durable
 from bert_keras.errors import Interrupted, UsageError
 
@@ -132,10 +133,17 @@ class Tracking:
                 )
 
 
+def ids_in(ids_file: Path) -> dict[str, str]:
+    """The tracked ids a run (or search) directory's tracking.json holds ({} without one)."""
+    return json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+
+
 def start(report_to, about: About, ids_file: Path) -> Tracking:
     """The trackers asked for, each continuing the tracked run in `ids_file` if there is one;
-    their ids written there. One that cannot be reached is a warning."""
-    known = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+    their ids written there. One that cannot be reached is a warning. Every run is tagged with
+    bert_keras' version."""
+    known = ids_in(ids_file)
+    about = dataclasses.replace(about, tags={"bert_keras": bert_keras.__version__, **about.tags})
     trackers = []
     for name in TRACKERS:
         if name not in report_to:
@@ -157,7 +165,7 @@ def start(report_to, about: About, ids_file: Path) -> Tracking:
 def opened(report_to, ids_file: Path) -> Tracking:
     """The tracked runs whose ids `ids_file` holds, reopened to be tagged (a search's trial after
     it ended)."""
-    known = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+    known = ids_in(ids_file)
     trackers = []
     if "mlflow" in report_to and "mlflow" in known:
         with contextlib.suppress(Exception):

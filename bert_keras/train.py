@@ -28,7 +28,6 @@ import datasets
 import keras
 import numpy as np
 
-import bert_keras
 from bert_keras import (
     backup,
     callbacks,
@@ -169,7 +168,6 @@ def run_stages(config, strategy, run_dir, signals, started, extra, publish=True,
 def track(config: RunConfig, run_dir: RunDir, inputs: Inputs, parent) -> tracking.Tracking:
     """The run in the trackers of --report_to (continued where run_dir's ids say it began)."""
     tags = {
-        "bert_keras": bert_keras.__version__,
         "model": config.encoder.model,
         **{f"version.{name}": v for name, v in rundir.versions().items()},
         **{f"fingerprint.{name}": v for name, v in inputs.fingerprints.items()},
